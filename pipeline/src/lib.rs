@@ -1,0 +1,29 @@
+//! streamdiff's live path: GStreamer capture and output, the bounded frame queues, the model
+//! stage abstraction and the runner that ties them together.
+//!
+//! Data flows one way: source → input queue → stage → output queue → output.
+
+pub mod frame;
+pub mod queue;
+pub mod runner;
+pub mod sink;
+pub mod source;
+pub mod stage;
+pub mod stats;
+
+/// Errors of the live path, each worded for the person running streamdiff.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The input could not be opened or decoded.
+    #[error("{0}")]
+    Input(String),
+    /// The output could not be written.
+    #[error("{0}")]
+    Output(String),
+    /// GStreamer itself is missing or failed.
+    #[error("{0}")]
+    Gstreamer(String),
+    /// The model failed to load or run.
+    #[error(transparent)]
+    Model(#[from] streamdiff_models::ModelError),
+}
