@@ -6,7 +6,7 @@ DEMO_CLIP := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/streamdiff/media/bigbuckbunn
 export WGPU_BACKEND ?= vulkan
 export XDG_RUNTIME_DIR ?= /tmp/streamdiff-runtime-$(shell id -u)
 
-.PHONY: run test setup
+.PHONY: run test setup lint
 
 setup:
 	@mkdir -p "$(XDG_RUNTIME_DIR)" && chmod 700 "$(XDG_RUNTIME_DIR)"
@@ -16,4 +16,10 @@ run: setup
 	$(CARGO) run --release -p streamdiff -- run --input "$(DEMO_CLIP)" --output out/demo.mp4
 
 test: setup
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) test --workspace
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
