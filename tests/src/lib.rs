@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use gstreamer as gst;
@@ -119,24 +120,33 @@ pub fn psnr(a: &[u8], b: &[u8]) -> f64 {
     }
 }
 
-/// The `streamdiff` binary of this workspace, built first if it is missing.
+/// The `streamdiff` binary of this workspace, brought up to date once per test process.
+///
+/// `cargo test` builds only the test harness of a binary crate, not the binary itself, so the
+/// first call runs `cargo build -p streamdiff` (about a second when nothing changed).
 pub fn streamdiff_bin() -> PathBuf {
-    let root = streamdiff_models::testdata::workspace_root();
-    let profile_dir = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent()?.parent().map(Path::to_path_buf))
-        .unwrap_or_else(|| root.join("target/debug"));
-    let bin = profile_dir.join("streamdiff");
-    if !bin.is_file() {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let root = streamdiff_models::testdata::workspace_root();
+        // The test executable lives in target/<profile>/deps/.
+        let profile_dir = std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent()?.parent().map(Path::to_path_buf))
+            .unwrap_or_else(|| root.join("target/debug"));
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "streamdiff"])
-            .current_dir(&root)
-            .status()
-            .expect("cargo runs");
+        let mut build = Command::new(cargo);
+        build.args(["build", "-p", "streamdiff"]).current_dir(&root);
+        if profile_dir
+            .file_name()
+            .is_some_and(|name| name == "release")
+        {
+            build.arg("--release");
+        }
+        let status = build.status().expect("cargo runs");
         assert!(status.success(), "building streamdiff failed");
-    }
-    bin
+        profile_dir.join("streamdiff")
+    })
+    .clone()
 }
 
 /// Runs `streamdiff` with `args`, with the test environment (Vulkan, a runtime dir).

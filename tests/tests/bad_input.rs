@@ -10,6 +10,7 @@ use streamdiff_models::testdata;
 
 /// Runs `streamdiff run` and checks the failure is one clear line mentioning `needle`.
 fn expect_clear_failure(args: &[&str], needle: &str) {
+    streamdiff_e2e::streamdiff_bin(); // Build time is not the program's time.
     let started = Instant::now();
     let output = run_streamdiff(args);
     let stderr = String::from_utf8_lossy(&output.stderr);
