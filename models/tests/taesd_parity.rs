@@ -9,8 +9,6 @@
 
 mod common;
 
-use std::path::Path;
-
 use burn::tensor::{Tensor, TensorData};
 use common::{ATOL, RTOL, assert_close, device, float, read_io, sd_fixture};
 use streamdiff_models::device::BackendChoice;
@@ -80,36 +78,6 @@ fn scratch(name: &str) -> std::path::PathBuf {
     dir
 }
 
-/// Writes a safetensors file by hand (the format is a JSON header and raw little-endian data).
-fn write_safetensors(path: &Path, tensors: &[(String, TensorData)]) {
-    let mut header = serde_json::Map::new();
-    let mut data = Vec::new();
-    for (name, tensor) in tensors {
-        let bytes = tensor.as_bytes();
-        let dtype = match tensor.dtype() {
-            burn::tensor::DType::F32 => "F32",
-            burn::tensor::DType::F16 => "F16",
-            burn::tensor::DType::I64 => "I64",
-            burn::tensor::DType::I32 => "I32",
-            other => panic!("unsupported dtype {other:?}"),
-        };
-        header.insert(
-            name.clone(),
-            serde_json::json!({
-                "dtype": dtype,
-                "shape": tensor.shape().to_vec(),
-                "data_offsets": [data.len(), data.len() + bytes.len()],
-            }),
-        );
-        data.extend_from_slice(bytes);
-    }
-    let header = serde_json::Value::Object(header).to_string();
-    let mut file = (header.len() as u64).to_le_bytes().to_vec();
-    file.extend_from_slice(header.as_bytes());
-    file.extend_from_slice(&data);
-    std::fs::write(path, file).expect("write safetensors");
-}
-
 #[test]
 fn bad_weight_files_are_clear_errors() {
     let (device, _) = device(BackendChoice::Flex);
@@ -126,7 +94,7 @@ fn bad_weight_files_are_clear_errors() {
         .filter(|(name, _)| name != "decoder.layers.18.bias")
         .cloned()
         .collect();
-    write_safetensors(&target, &without);
+    common::write_safetensors(&target, &without);
     let err = Taesd::from_pretrained(&dir, &device).expect_err("missing tensor");
     assert!(matches!(err, SdError::MissingTensor { .. }), "{err}");
     assert!(
@@ -145,7 +113,7 @@ fn bad_weight_files_are_clear_errors() {
         "encoder.layers.99.weight".into(),
         TensorData::new(vec![0.0f32; 4], [4]),
     ));
-    write_safetensors(&target, &extra);
+    common::write_safetensors(&target, &extra);
     let err = Taesd::from_pretrained(&dir, &device).expect_err("unexpected tensor");
     assert!(matches!(err, SdError::UnexpectedTensor { .. }), "{err}");
     assert!(
@@ -160,7 +128,7 @@ fn bad_weight_files_are_clear_errors() {
             *tensor = TensorData::new(vec![0.0f32; 5], [5]);
         }
     }
-    write_safetensors(&target, &wrong);
+    common::write_safetensors(&target, &wrong);
     let err = Taesd::from_pretrained(&dir, &device).expect_err("shape mismatch");
     match &err {
         SdError::ShapeMismatch {
@@ -185,7 +153,7 @@ fn bad_weight_files_are_clear_errors() {
             *tensor = TensorData::new(vec![0i64; 4], [4]);
         }
     }
-    write_safetensors(&target, &ints);
+    common::write_safetensors(&target, &ints);
     let err = Taesd::from_pretrained(&dir, &device).expect_err("wrong dtype");
     assert!(matches!(err, SdError::WrongDtype { .. }), "{err}");
     assert!(err.to_string().contains("encoder.layers.14.bias"), "{err}");

@@ -1,10 +1,11 @@
 //! The Stable Diffusion model family: the tiny autoencoder ([`taesd`]), the CLIP tokenizer
-//! ([`tokenizer`]), the shared weight loading through burn-store ([`weights`]) and their
+//! ([`tokenizer`]) and text encoder ([`clip`]), the shared weight loading through burn-store ([`weights`]) and their
 //! errors ([`SdError`]).
 //!
 //! Every module loads the real checkpoint layouts (diffusers folders and the original
 //! PyTorch state dicts) and runs on whatever burn device it is given.
 
+pub mod clip;
 pub mod taesd;
 pub mod tokenizer;
 pub mod weights;

@@ -97,11 +97,34 @@ pub fn read_tensor_data(path: &Path) -> Result<BTreeMap<String, TensorData>, SdE
 ///
 /// Every parameter of the module must be filled and every tensor of the file used.
 pub fn load_module<M: Module>(
-    mut module: M,
+    module: M,
     path: &Path,
     remapper: &KeyRemapper,
 ) -> Result<M, SdError> {
-    let (tensors, names) = remapper.remap(read_tensors(path)?);
+    load_module_ignoring(module, path, remapper, &[])
+}
+
+/// [`load_module`], skipping the file's tensors whose names (before remapping) match one of the
+/// `ignored` regular expressions: buffers some checkpoints store that are not parameters.
+pub fn load_module_ignoring<M: Module>(
+    mut module: M,
+    path: &Path,
+    remapper: &KeyRemapper,
+    ignored: &[&str],
+) -> Result<M, SdError> {
+    let ignored = ignored
+        .iter()
+        .map(|pattern| regex::Regex::new(pattern))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|err| SdError::BadConfig {
+            path: "<built-in ignored tensors>".into(),
+            reason: err.to_string(),
+        })?;
+    let tensors = read_tensors(path)?
+        .into_iter()
+        .filter(|tensor| !ignored.iter().any(|re| re.is_match(&tensor.name)))
+        .collect();
+    let (tensors, names) = remapper.remap(tensors);
     // Errors name tensors as the file does, not after remapping.
     let original: HashMap<String, String> = names.into_iter().collect();
     let file_name = |name: &str| {

@@ -86,3 +86,33 @@ pub fn assert_close<const D: usize>(
     );
     (max_abs, worst)
 }
+
+/// Writes a safetensors file by hand (the format is a JSON header and raw little-endian data).
+pub fn write_safetensors(path: &Path, tensors: &[(String, TensorData)]) {
+    let mut header = serde_json::Map::new();
+    let mut data = Vec::new();
+    for (name, tensor) in tensors {
+        let bytes = tensor.as_bytes();
+        let dtype = match tensor.dtype() {
+            burn::tensor::DType::F32 => "F32",
+            burn::tensor::DType::F16 => "F16",
+            burn::tensor::DType::I64 => "I64",
+            burn::tensor::DType::I32 => "I32",
+            other => panic!("unsupported dtype {other:?}"),
+        };
+        header.insert(
+            name.clone(),
+            serde_json::json!({
+                "dtype": dtype,
+                "shape": tensor.shape().to_vec(),
+                "data_offsets": [data.len(), data.len() + bytes.len()],
+            }),
+        );
+        data.extend_from_slice(bytes);
+    }
+    let header = serde_json::Value::Object(header).to_string();
+    let mut file = (header.len() as u64).to_le_bytes().to_vec();
+    file.extend_from_slice(header.as_bytes());
+    file.extend_from_slice(&data);
+    std::fs::write(path, file).expect("write safetensors");
+}
