@@ -1,5 +1,5 @@
 //! The Stable Diffusion model family: the tiny autoencoder ([`taesd`]), the CLIP tokenizer
-//! ([`tokenizer`]) and text encoder ([`clip`]), the shared weight loading through burn-store ([`weights`]) and their
+//! ([`tokenizer`]) and text encoder ([`clip`]), the denoiser ([`unet`]), the shared weight loading through burn-store ([`weights`]) and their
 //! errors ([`SdError`]).
 //!
 //! Every module loads the real checkpoint layouts (diffusers folders and the original
@@ -8,6 +8,7 @@
 pub mod clip;
 pub mod taesd;
 pub mod tokenizer;
+pub mod unet;
 pub mod weights;
 
 use std::path::PathBuf;
