@@ -7,68 +7,8 @@
 
 mod common;
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
-
 use streamdiff_models::sd::tokenizer::ClipTokenizer;
 use streamdiff_models::testdata;
-
-/// The 256 byte symbols of CLIP's byte-level alphabet in `bytes_to_unicode()` order: the
-/// printable bytes (`!`..`~`, `¡`..`¬`, `®`..`ÿ`) as themselves, then the other bytes mapped to
-/// U+0100 and up.
-fn byte_symbols() -> Vec<String> {
-    let printable = |b: u32| {
-        (33..=126).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b)
-    };
-    let shown = (0u32..256).filter(|&b| printable(b));
-    let hidden = (256u32..).take(256 - 188);
-    shown
-        .chain(hidden)
-        .map(|code| char::from_u32(code).expect("char").to_string())
-        .collect()
-}
-
-/// Writes `vocab.json` and `merges.txt` for a tokenizer folder from the CLIP merges list.
-fn write_vocab_files(gz: &Path, dir: &Path) -> (usize, usize) {
-    let mut text = String::new();
-    flate2::read::GzDecoder::new(std::fs::File::open(gz).expect("open gz"))
-        .read_to_string(&mut text)
-        .expect("gunzip");
-    let lines: Vec<&str> = text.split('\n').collect();
-    let merges = &lines[1..48895];
-    let mut vocab: Vec<String> = byte_symbols();
-    vocab.extend(byte_symbols().into_iter().map(|s| s + "</w>"));
-    vocab.extend(merges.iter().map(|m| m.replace(' ', "")));
-    vocab.push("<|startoftext|>".into());
-    vocab.push("<|endoftext|>".into());
-    assert_eq!(vocab.len(), 49408);
-    let entries: Vec<String> = vocab
-        .iter()
-        .enumerate()
-        .map(|(id, token)| format!("{}: {id}", serde_json::to_string(token).expect("json")))
-        .collect();
-    let vocab_json = format!("{{{}}}", entries.join(", "));
-    let merges_txt: String = std::iter::once("#version: 0.2\n".to_string())
-        .chain(merges.iter().map(|m| format!("{m}\n")))
-        .collect();
-    std::fs::write(dir.join("vocab.json"), &vocab_json).expect("write vocab");
-    std::fs::write(dir.join("merges.txt"), &merges_txt).expect("write merges");
-    (vocab_json.len(), merges_txt.len())
-}
-
-fn tokenizer_dir(gz: &Path, name: &str, pad: &str) -> (PathBuf, (usize, usize)) {
-    let dir = std::env::temp_dir().join(format!("streamdiff-tok-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let sizes = write_vocab_files(gz, &dir);
-    let special = serde_json::json!({
-        "bos_token": {"content": "<|startoftext|>", "lstrip": false, "normalized": true, "rstrip": false, "single_word": false},
-        "eos_token": {"content": "<|endoftext|>", "lstrip": false, "normalized": true, "rstrip": false, "single_word": false},
-        "pad_token": pad,
-        "unk_token": {"content": "<|endoftext|>", "lstrip": false, "normalized": true, "rstrip": false, "single_word": false},
-    });
-    std::fs::write(dir.join("special_tokens_map.json"), special.to_string()).expect("write");
-    (dir, sizes)
-}
 
 #[test]
 fn clip_tokenizer_matches_transformers_on_every_prompt() {
@@ -82,7 +22,7 @@ fn clip_tokenizer_matches_transformers_on_every_prompt() {
             .expect("expected_ids.json"),
     )
     .expect("parses");
-    let (sd15_dir, sizes) = tokenizer_dir(&gz, "sd15", "<|endoftext|>");
+    let (sd15_dir, sizes) = common::tokenizer_dir(&gz, "sd15", "<|endoftext|>");
     let files = &expected["meta"]["generated_files"];
     assert_eq!(
         (sizes.0 as u64, sizes.1 as u64),
@@ -92,7 +32,7 @@ fn clip_tokenizer_matches_transformers_on_every_prompt() {
         ),
         "rebuilt vocab.json / merges.txt sizes"
     );
-    let (sd21_dir, _) = tokenizer_dir(&gz, "sd21", "!");
+    let (sd21_dir, _) = common::tokenizer_dir(&gz, "sd21", "!");
     let sd15 = ClipTokenizer::from_pretrained(&sd15_dir).expect("sd15 tokenizer");
     let sd21 = ClipTokenizer::from_pretrained(&sd21_dir).expect("sd21 tokenizer");
     assert_eq!((sd15.pad_id(), sd21.pad_id()), (49407, 0));

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -115,4 +116,63 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, TensorData)]) {
     file.extend_from_slice(header.as_bytes());
     file.extend_from_slice(&data);
     std::fs::write(path, file).expect("write safetensors");
+}
+
+/// The 256 byte symbols of CLIP's byte-level alphabet in `bytes_to_unicode()` order: the
+/// printable bytes (`!`..`~`, `¡`..`¬`, `®`..`ÿ`) as themselves, then the other bytes mapped to
+/// U+0100 and up.
+pub fn byte_symbols() -> Vec<String> {
+    let printable = |b: u32| {
+        (33..=126).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b)
+    };
+    let shown = (0u32..256).filter(|&b| printable(b));
+    let hidden = (256u32..).take(256 - 188);
+    shown
+        .chain(hidden)
+        .map(|code| char::from_u32(code).expect("char").to_string())
+        .collect()
+}
+
+/// Writes `vocab.json` and `merges.txt` for a tokenizer folder from the CLIP merges list, as
+/// tools/reference/README.md describes; returns their sizes in bytes.
+pub fn write_vocab_files(gz: &Path, dir: &Path) -> (usize, usize) {
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(gz).expect("open gz"))
+        .read_to_string(&mut text)
+        .expect("gunzip");
+    let lines: Vec<&str> = text.split('\n').collect();
+    let merges = &lines[1..48895];
+    let mut vocab: Vec<String> = byte_symbols();
+    vocab.extend(byte_symbols().into_iter().map(|s| s + "</w>"));
+    vocab.extend(merges.iter().map(|m| m.replace(' ', "")));
+    vocab.push("<|startoftext|>".into());
+    vocab.push("<|endoftext|>".into());
+    assert_eq!(vocab.len(), 49408);
+    let entries: Vec<String> = vocab
+        .iter()
+        .enumerate()
+        .map(|(id, token)| format!("{}: {id}", serde_json::to_string(token).expect("json")))
+        .collect();
+    let vocab_json = format!("{{{}}}", entries.join(", "));
+    let merges_txt: String = std::iter::once("#version: 0.2\n".to_string())
+        .chain(merges.iter().map(|m| format!("{m}\n")))
+        .collect();
+    std::fs::write(dir.join("vocab.json"), &vocab_json).expect("write vocab");
+    std::fs::write(dir.join("merges.txt"), &merges_txt).expect("write merges");
+    (vocab_json.len(), merges_txt.len())
+}
+
+/// A temporary `tokenizer/` folder with the given pad token; returns it and the file sizes.
+pub fn tokenizer_dir(gz: &Path, name: &str, pad: &str) -> (PathBuf, (usize, usize)) {
+    let dir = std::env::temp_dir().join(format!("streamdiff-tok-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let sizes = write_vocab_files(gz, &dir);
+    let special = serde_json::json!({
+        "bos_token": {"content": "<|startoftext|>", "lstrip": false, "normalized": true, "rstrip": false, "single_word": false},
+        "eos_token": {"content": "<|endoftext|>", "lstrip": false, "normalized": true, "rstrip": false, "single_word": false},
+        "pad_token": pad,
+        "unk_token": {"content": "<|endoftext|>", "lstrip": false, "normalized": true, "rstrip": false, "single_word": false},
+    });
+    std::fs::write(dir.join("special_tokens_map.json"), special.to_string()).expect("write");
+    (dir, sizes)
 }
