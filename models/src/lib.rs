@@ -2,13 +2,15 @@
 //!
 //! Today this holds the default style network ([`multistyle`]), the ONNX weight reader it
 //! loads from ([`onnx`]), style presets ([`style`]), device selection ([`device`]) and frame
-//! conversion helpers ([`image`]). Every model runs on whatever burn device it is given.
+//! conversion helpers ([`image`]), and the Stable Diffusion family ([`sd`]). Every model runs
+//! on whatever burn device it is given.
 
 pub mod device;
 pub mod image;
 pub mod multistyle;
 pub mod onnx;
 pub mod paths;
+pub mod sd;
 pub mod style;
 pub mod testdata;
 

@@ -1,0 +1,118 @@
+//! The UNet (`UNet2DConditionModel`) against diffusers 0.35.2: `tests/fixtures/sd/unet_sd15/`
+//! (1x1-conv projections, one head count for all blocks, 2 resnets per down block) and
+//! `unet_sd21/` (Linear projections, per-block head list, 1 resnet per down block), random
+//! weights, two cases of batch 2 each, on burn-flex and on wgpu. Tolerance
+//! `|got - expected| <= 1e-5 + 1e-4 * |expected|`, the general fixture tolerance (the README
+//! would allow the UNet 2e-4 on GPU backends; lavapipe does not need it).
+
+mod common;
+
+use common::{ATOL, RTOL, assert_close, device, float, read_io, sd_fixture};
+use streamdiff_models::device::BackendChoice;
+use streamdiff_models::sd::SdError;
+use streamdiff_models::sd::unet::UNet2DConditionModel;
+
+fn check(choice: BackendChoice, fixture: &str) {
+    let (device, name) = device(choice);
+    let dir = sd_fixture(fixture);
+    let model = UNet2DConditionModel::from_pretrained(&dir, &device).expect("UNet loads");
+    let io = read_io(&dir.join("io.safetensors"));
+    for case in 0..2 {
+        let sample = float::<4>(&io[&format!("sample_{case}")], &device);
+        let timesteps = float::<1>(&io[&format!("timestep_{case}")], &device);
+        let context = float::<3>(&io[&format!("encoder_hidden_states_{case}")], &device);
+        let out = model.forward(sample, timesteps, context);
+        assert_close(
+            &format!("{name} {fixture} case {case}"),
+            out,
+            &io[&format!("out_{case}")],
+            ATOL,
+            RTOL,
+        );
+    }
+}
+
+#[test]
+fn unet_sd15_matches_diffusers_on_flex() {
+    check(BackendChoice::Flex, "unet_sd15");
+}
+
+#[test]
+fn unet_sd15_matches_diffusers_on_wgpu() {
+    check(BackendChoice::Wgpu, "unet_sd15");
+}
+
+#[test]
+fn unet_sd21_matches_diffusers_on_flex() {
+    check(BackendChoice::Flex, "unet_sd21");
+}
+
+#[test]
+fn unet_sd21_matches_diffusers_on_wgpu() {
+    check(BackendChoice::Wgpu, "unet_sd21");
+}
+
+#[test]
+fn unsupported_configs_and_missing_weights_are_clear_errors() {
+    let (device, _) = device(BackendChoice::Flex);
+    let fixture = sd_fixture("unet_sd21");
+    let dir = std::env::temp_dir().join(format!("streamdiff-unet-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture.join("config.json")).expect("config"),
+    )
+    .expect("parses");
+
+    // Settings outside the SD 1.x/2.x family are refused by name.
+    for (key, value) in [
+        ("class_embed_type", serde_json::json!("timestep")),
+        (
+            "mid_block_type",
+            serde_json::json!("UNetMidBlock2DSimpleCrossAttn"),
+        ),
+        ("resnet_time_scale_shift", serde_json::json!("scale_shift")),
+        ("attention_head_dim", serde_json::json!([2, 4, 8])),
+        (
+            "down_block_types",
+            serde_json::json!(["CrossAttnDownBlock2D", "SimpleCrossAttnDownBlock2D"]),
+        ),
+    ] {
+        let mut changed = config.clone();
+        changed[key] = value;
+        std::fs::write(dir.join("config.json"), changed.to_string()).expect("write");
+        let err = UNet2DConditionModel::from_pretrained(&dir, &device).expect_err(key);
+        assert!(
+            matches!(err, SdError::BadConfig { .. }) && err.to_string().contains("config.json"),
+            "{key}: {err}"
+        );
+    }
+
+    // A config that does not match the weights: the first mismatching tensor is named.
+    let mut wider = config.clone();
+    wider["cross_attention_dim"] = serde_json::json!(64);
+    std::fs::write(dir.join("config.json"), wider.to_string()).expect("write");
+    std::fs::copy(
+        fixture.join("diffusion_pytorch_model.safetensors"),
+        dir.join("diffusion_pytorch_model.safetensors"),
+    )
+    .expect("copy");
+    let err = UNet2DConditionModel::from_pretrained(&dir, &device).expect_err("shape");
+    assert!(
+        matches!(&err, SdError::ShapeMismatch { tensor, .. } if tensor.contains("attn2.to_k.weight")),
+        "{err}"
+    );
+
+    // SD 1.5-style conv projections against SD 2.1's Linear ones.
+    let mut conv = config;
+    conv["use_linear_projection"] = serde_json::json!(false);
+    std::fs::write(dir.join("config.json"), conv.to_string()).expect("write");
+    let err = UNet2DConditionModel::from_pretrained(&dir, &device).expect_err("projection");
+    assert!(
+        matches!(
+            err,
+            SdError::ShapeMismatch { .. } | SdError::MissingTensor { .. }
+        ),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
