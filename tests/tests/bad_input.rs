@@ -200,10 +200,11 @@ fn interrupted_live_run_finalises_the_file() {
     // Let it produce some frames, then Ctrl-C.
     std::thread::sleep(Duration::from_secs(4));
     let pid = child.id().to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-INT", &pid])
+    // bash's builtin kill: no procps needed.
+    let status = std::process::Command::new("bash")
+        .args(["-c", &format!("kill -INT {pid}")])
         .status()
-        .expect("kill runs");
+        .expect("bash runs");
     assert!(status.success());
     let deadline = Instant::now() + Duration::from_secs(30);
     let exit = loop {
