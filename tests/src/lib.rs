@@ -120,10 +120,11 @@ pub fn psnr(a: &[u8], b: &[u8]) -> f64 {
     }
 }
 
-/// The `streamdiff` binary of this workspace, brought up to date once per test process.
+/// The `streamdiff` binary of this workspace.
 ///
-/// `cargo test` builds only the test harness of a binary crate, not the binary itself, so the
-/// first call runs `cargo build -p streamdiff` (about a second when nothing changed).
+/// `cargo test --workspace` (and so `make test`) builds it, through the integration tests of
+/// the `streamdiff` crate. When it is missing, or older than a source file of the crates it is
+/// made of (a `cargo test -p streamdiff-e2e` after an edit), it is built here first, once.
 pub fn streamdiff_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -133,20 +134,43 @@ pub fn streamdiff_bin() -> PathBuf {
             .ok()
             .and_then(|exe| exe.parent()?.parent().map(Path::to_path_buf))
             .unwrap_or_else(|| root.join("target/debug"));
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut build = Command::new(cargo);
-        build.args(["build", "-p", "streamdiff"]).current_dir(&root);
-        if profile_dir
-            .file_name()
-            .is_some_and(|name| name == "release")
-        {
-            build.arg("--release");
+        let bin = profile_dir.join("streamdiff");
+        let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
+        let newest_source = ["app", "pipeline", "models"]
+            .iter()
+            .filter_map(|crate_dir| newest_modification(&root.join(crate_dir).join("src")))
+            .max();
+        if built.is_none() || newest_source > built {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut build = Command::new(cargo);
+            build.args(["build", "-p", "streamdiff"]).current_dir(&root);
+            if profile_dir
+                .file_name()
+                .is_some_and(|name| name == "release")
+            {
+                build.arg("--release");
+            }
+            let status = build.status().expect("cargo runs");
+            assert!(status.success(), "building streamdiff failed");
         }
-        let status = build.status().expect("cargo runs");
-        assert!(status.success(), "building streamdiff failed");
-        profile_dir.join("streamdiff")
+        bin
     })
     .clone()
+}
+
+/// The latest modification time of any file below `dir`.
+fn newest_modification(dir: &Path) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let time = if path.is_dir() {
+            newest_modification(&path)
+        } else {
+            entry.metadata().and_then(|m| m.modified()).ok()
+        };
+        newest = newest.max(time);
+    }
+    newest
 }
 
 /// Runs `streamdiff` with `args`, with the test environment (Vulkan, a runtime dir).
