@@ -148,15 +148,16 @@ pub async fn run(
                         }
                     }
                     let Some(sink) = output.as_ref() else { break };
-                    if let Err(err) = sink.push(&frame) {
+                    let (captured_at, pts) = (frame.captured_at, frame.pts);
+                    if let Err(err) = sink.push(frame) {
                         report.result = Err(err);
                         break;
                     }
-                    report.latency.record(frame.captured_at.elapsed());
+                    report.latency.record(captured_at.elapsed());
                     report.frames_out += 1;
                     if let Some(progress) = &progress {
                         progress.send_modify(|p| {
-                            p.position = frame.pts;
+                            p.position = pts;
                             p.frames_out = report.frames_out;
                             p.frames_dropped = input.dropped();
                         });

@@ -162,8 +162,8 @@ impl Output {
         })
     }
 
-    /// Sends one frame; blocks while the encoder is behind.
-    pub fn push(&self, frame: &VideoFrame) -> Result<(), PipelineError> {
+    /// Sends one frame; blocks while the encoder is behind. The pixels move into the buffer.
+    pub fn push(&self, frame: VideoFrame) -> Result<(), PipelineError> {
         if frame.width_px != self.info.width() as usize
             || frame.height_px != self.info.height() as usize
             || !frame.is_consistent()
@@ -176,7 +176,8 @@ impl Output {
                 self.info.height()
             )));
         }
-        let mut buffer = gst::Buffer::from_mut_slice(frame.rgb.clone());
+        let (width_px, height_px) = (frame.width_px, frame.height_px);
+        let mut buffer = gst::Buffer::from_mut_slice(frame.rgb);
         {
             let buffer = buffer
                 .get_mut()
@@ -191,10 +192,10 @@ impl Output {
                 buffer,
                 gst_video::VideoFrameFlags::empty(),
                 gst_video::VideoFormat::Rgb,
-                frame.width_px as u32,
-                frame.height_px as u32,
+                width_px as u32,
+                height_px as u32,
                 &[0],
-                &[(frame.width_px * 3) as i32],
+                &[(width_px * 3) as i32],
             )
             .map_err(|err| PipelineError::Output(err.to_string()))?;
         }
