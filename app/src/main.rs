@@ -5,6 +5,7 @@
 //! Diffusion model folders; `styles` lists presets.
 
 mod bench;
+mod bench_unet;
 mod models;
 mod run;
 
