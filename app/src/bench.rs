@@ -15,6 +15,9 @@ use streamdiff_pipeline::stats::DurationStats;
 pub enum BenchCommand {
     /// The default style network: one full frame (upload, network, read back) per iteration.
     Style(StyleBenchArgs),
+    /// The SD-Turbo-size UNet (random weights) per batch size, TAESD encode/decode at
+    /// 512x512, and one convolution and attention call.
+    Unet(crate::bench_unet::UnetBenchArgs),
 }
 
 /// Arguments of `streamdiff bench style`.
@@ -55,6 +58,7 @@ struct StyleRecord {
 pub fn bench(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Style(args) => bench_style(args),
+        BenchCommand::Unet(args) => crate::bench_unet::bench_unet(args),
     }
 }
 

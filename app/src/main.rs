@@ -1,9 +1,12 @@
 //! `streamdiff`: real-time AI video stylisation from the command line.
 //!
 //! `run` takes any source (test pattern, file, URI, webcam) through the style model to a file
-//! or a window; `bench` measures the model on the present hardware; `styles` lists presets.
+//! or a window; `bench` measures the models on the present hardware; `models` inspects Stable
+//! Diffusion model folders; `styles` lists presets.
 
 mod bench;
+mod bench_unet;
+mod models;
 mod run;
 
 use std::process::ExitCode;
@@ -25,6 +28,9 @@ enum Command {
     /// Measure model speed on this machine; prints a table and writes JSON.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Inspect Stable Diffusion models (diffusers folders, the Hugging Face cache).
+    #[command(subcommand)]
+    Models(models::ModelsCommand),
     /// List the style presets.
     Styles,
 }
@@ -43,6 +49,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Bench(command) => bench::bench(command),
+        Command::Models(command) => models::models(command),
         Command::Styles => {
             for name in streamdiff_models::style::preset_names() {
                 println!("{name}");

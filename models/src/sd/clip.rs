@@ -12,11 +12,12 @@ use std::path::Path;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::{gelu, sigmoid, softmax};
+use burn::tensor::activation::{gelu, sigmoid};
 use burn::tensor::{Bool, Device, Int, Tensor};
 use serde::Deserialize;
 
 use super::SdError;
+use super::ops::attention;
 use super::weights::{load_module_ignoring, remapper};
 
 /// The MLP activation.
@@ -170,17 +171,11 @@ impl ClipAttention {
             t.reshape([batch, tokens, self.num_heads, head_width])
                 .swap_dims(1, 2)
         };
-        let scale = (head_width as f64).powf(-0.5);
-        let q = heads(self.q_proj.forward(x.clone())) * scale;
+        let q = heads(self.q_proj.forward(x.clone()));
         let k = heads(self.k_proj.forward(x.clone()));
         let v = heads(self.v_proj.forward(x));
-        let scores = q.matmul(k.swap_dims(2, 3));
-        let mask =
-            mask.reshape([1, 1, tokens, tokens])
-                .expand([batch, self.num_heads, tokens, tokens]);
-        let weights = softmax(scores.mask_fill(mask, f32::NEG_INFINITY), 3);
-        let out = weights
-            .matmul(v)
+        let mask = mask.reshape([1, 1, tokens, tokens]);
+        let out = attention(q, k, v, Some(mask))
             .swap_dims(1, 2)
             .reshape([batch, tokens, width]);
         self.out_proj.forward(out)

@@ -1,11 +1,16 @@
 //! The Stable Diffusion model family: the tiny autoencoder ([`taesd`]), the CLIP tokenizer
-//! ([`tokenizer`]) and text encoder ([`clip`]), the denoiser ([`unet`]), the shared weight loading through burn-store ([`weights`]) and their
-//! errors ([`SdError`]).
+//! ([`tokenizer`]) and text encoder ([`clip`]), the denoiser ([`unet`]), the whole model
+//! loaded from a diffusers folder or the Hugging Face cache ([`pipeline`]), the two heavy
+//! operations behind one function each ([`ops`]), the shared weight loading through burn-store
+//! ([`weights`]) and their errors ([`SdError`]).
 //!
 //! Every module loads the real checkpoint layouts (diffusers folders and the original
-//! PyTorch state dicts) and runs on whatever burn device it is given.
+//! PyTorch state dicts) and runs on whatever burn device it is given. Weights in fp16 or fp32
+//! files load; compute is f32.
 
 pub mod clip;
+pub mod ops;
+pub mod pipeline;
 pub mod taesd;
 pub mod tokenizer;
 pub mod unet;
@@ -74,6 +79,48 @@ pub enum SdError {
         expected: Vec<usize>,
         /// The shape in the file.
         found: Vec<usize>,
+    },
+    /// A folder that should hold a model is not there.
+    #[error("folder {path} not found")]
+    MissingFolder {
+        /// Where it was looked for.
+        path: PathBuf,
+    },
+    /// A path exists but is not the kind of model folder asked for.
+    #[error("{path} is not a model folder: {reason}")]
+    NotAModel {
+        /// The path given.
+        path: PathBuf,
+        /// What is missing or wrong.
+        reason: String,
+    },
+    /// A diffusers folder lacks a component folder the pipeline needs.
+    #[error(
+        "{root} has no `{component}/` folder (a Stable Diffusion folder needs unet/, text_encoder/ and tokenizer/)"
+    )]
+    MissingComponent {
+        /// The diffusers folder.
+        root: PathBuf,
+        /// The component (`unet`, `text_encoder`, `tokenizer`).
+        component: String,
+    },
+    /// A component folder holds no weight file of a known name.
+    #[error("no weights in {dir}: expected {expected}")]
+    MissingWeights {
+        /// The component folder.
+        dir: PathBuf,
+        /// The file names looked for.
+        expected: String,
+    },
+    /// A repo id that is not in the local Hugging Face cache (nothing is downloaded).
+    #[error(
+        "`{repo_id}` is not a folder and not in the Hugging Face cache: looked for {looked_in} (set HF_HUB_CACHE or HF_HOME, or give a folder)"
+    )]
+    NotInCache {
+        /// The repo id given, `org/name`.
+        repo_id: String,
+        /// The cache folder (or snapshot) looked for.
+        looked_in: PathBuf,
     },
     /// A tensor has a data type that cannot fill the parameter (an integer for a float, ...).
     #[error("tensor `{tensor}` in {path} has dtype {found}, expected {expected}")]

@@ -25,6 +25,7 @@ use burn_store::KeyRemapper;
 use serde::Deserialize;
 
 use super::SdError;
+use super::ops::conv2d;
 use super::weights::{load_module, remapper};
 
 /// The decoder's `tanh(z / m) * m` soft clamp of its input latents, `m` in latent units.
@@ -191,8 +192,8 @@ pub struct PoolBranch {
 
 impl PoolBranch {
     fn forward(&self, input: Tensor<4>) -> Tensor<4> {
-        let x = self.expand.forward(input);
-        self.project.forward(relu(self.norm.forward(x)))
+        let x = conv2d(&self.expand, input);
+        conv2d(&self.project, relu(self.norm.forward(x)))
     }
 }
 
@@ -214,13 +215,13 @@ impl TinyBlock {
         let last = self.conv.len().saturating_sub(1);
         let mut x = input.clone();
         for (index, conv) in self.conv.iter().enumerate() {
-            x = conv.forward(x);
+            x = conv2d(conv, x);
             if index < last {
                 x = relu(x);
             }
         }
         let skip = match &self.skip {
-            Some(skip) => skip.forward(input),
+            Some(skip) => conv2d(skip, input),
             None => input,
         };
         relu(x + skip)
@@ -276,7 +277,7 @@ impl TaeLayer {
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         if let Some(conv) = &self.conv {
-            return conv.forward(x);
+            return conv2d(conv, x);
         }
         if let Some(block) = &self.block {
             return block.forward(x);
@@ -435,9 +436,17 @@ impl Taesd {
     /// `diffusion_pytorch_model.safetensors`.
     pub fn from_pretrained(dir: &Path, device: &Device) -> Result<Self, SdError> {
         let config = TaesdConfig::from_diffusers_json(&dir.join("config.json"))?;
-        let weights = dir.join("diffusion_pytorch_model.safetensors");
-        let model = config.init(device);
-        load_module(model, &weights, &diffusers_remapper(&config)?)
+        Self::from_file(
+            &dir.join("diffusion_pytorch_model.safetensors"),
+            &config,
+            device,
+        )
+    }
+
+    /// Loads a weight file in the diffusers `AutoencoderTiny` layout (fp16 or fp32) with a
+    /// known configuration.
+    pub fn from_file(path: &Path, config: &TaesdConfig, device: &Device) -> Result<Self, SdError> {
+        load_module(config.init(device), path, &diffusers_remapper(config)?)
     }
 
     /// Loads the original state dicts, `taesd_encoder.pth` and `taesd_decoder.pth`.

@@ -169,6 +169,11 @@ impl ClipTokenizer {
         self.pad_id
     }
 
+    /// Entries in the vocabulary (49408 for SD's CLIP tokenizers).
+    pub fn vocab_size(&self) -> usize {
+        self.vocab.len()
+    }
+
     /// The BPE tokens of `text`, without BOS/EOS and without truncation.
     pub fn tokenize(&self, text: &str) -> Vec<String> {
         let mut tokens = Vec::new();

@@ -15,12 +15,13 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{
     GroupNorm, GroupNormConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig, PaddingConfig2d,
 };
-use burn::tensor::activation::{gelu, silu, softmax};
+use burn::tensor::activation::{gelu, silu};
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Device, Tensor};
 
 use super::SdError;
+use super::ops::{attention, conv2d};
 use super::weights::{load_module, remapper};
 
 /// GroupNorm epsilon of the transformer blocks' input norm (fixed in diffusers).
@@ -86,6 +87,25 @@ fn linear(input: usize, output: usize, bias: bool, device: &Device) -> Linear {
 }
 
 impl UNetConfig {
+    /// The SD 2.1 UNet, which SD-Turbo shares: channels [320, 640, 1280, 1280], 2 resnets per
+    /// down block, heads [5, 10, 20, 20] (64 channels each), cross-attention on the 1024-wide
+    /// OpenCLIP embeddings, Linear projections, 32 norm groups. For benchmarks and tests with
+    /// random weights; checkpoints bring their own `config.json`.
+    pub fn sd21() -> Self {
+        Self::new(
+            4,
+            4,
+            vec![320, 640, 1280, 1280],
+            vec![true, true, true, false],
+            vec![false, true, true, true],
+            vec![5, 10, 20, 20],
+            2,
+            32,
+            1024,
+            true,
+        )
+    }
+
     fn group_norm(&self, channels: usize, eps: f64, device: &Device) -> GroupNorm {
         GroupNormConfig::new(self.norm_num_groups, channels)
             .with_epsilon(eps)
@@ -285,13 +305,13 @@ pub struct ResnetBlock {
 
 impl ResnetBlock {
     fn forward(&self, x: Tensor<4>, time: Tensor<2>) -> Tensor<4> {
-        let h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
+        let h = conv2d(&self.conv1, silu(self.norm1.forward(x.clone())));
         let t = self.time_emb_proj.forward(silu(time));
         let [batch, channels] = t.dims();
         let h = h + t.reshape([batch, channels, 1, 1]);
-        let h = self.conv2.forward(silu(self.norm2.forward(h)));
+        let h = conv2d(&self.conv2, silu(self.norm2.forward(h)));
         let skip = match &self.conv_shortcut {
-            Some(conv) => conv.forward(x),
+            Some(conv) => conv2d(conv, x),
             None => x,
         };
         skip + h
@@ -321,10 +341,7 @@ impl Attention {
         let q = split(self.to_q.forward(x), queries);
         let k = split(self.to_k.forward(context.clone()), keys);
         let v = split(self.to_v.forward(context), keys);
-        let scale = (head_width as f64).powf(-0.5);
-        let weights = softmax(q.matmul(k.swap_dims(2, 3)) * scale, 3);
-        let out = weights
-            .matmul(v)
+        let out = attention(q, k, v, None)
             .swap_dims(1, 2)
             .reshape([batch, queries, width]);
         self.to_out.forward(out)
@@ -387,7 +404,7 @@ impl Transformer2D {
         let to_map = |t: Tensor<3>| t.swap_dims(1, 2).reshape([batch, channels, height, width]);
         let normed = self.norm.forward(x.clone());
         let mut tokens = match (&self.proj_in_conv, &self.proj_in_linear) {
-            (Some(conv), _) => to_tokens(conv.forward(normed)),
+            (Some(conv), _) => to_tokens(conv2d(conv, normed)),
             (None, Some(linear)) => linear.forward(to_tokens(normed)),
             (None, None) => to_tokens(normed),
         };
@@ -395,7 +412,7 @@ impl Transformer2D {
             tokens = block.forward(tokens, context.clone());
         }
         let out = match (&self.proj_out_conv, &self.proj_out_linear) {
-            (Some(conv), _) => conv.forward(to_map(tokens)),
+            (Some(conv), _) => conv2d(conv, to_map(tokens)),
             (None, Some(linear)) => to_map(linear.forward(tokens)),
             (None, None) => to_map(tokens),
         };
@@ -519,7 +536,7 @@ impl UNet2DConditionModel {
             .linear_2
             .forward(silu(self.time_embedding.linear_1.forward(features)));
 
-        let mut x = self.conv_in.forward(sample);
+        let mut x = conv2d(&self.conv_in, sample);
         let mut skips = vec![x.clone()];
         for block in &self.down_blocks {
             for (index, resnet) in block.resnets.iter().enumerate() {
@@ -530,7 +547,7 @@ impl UNet2DConditionModel {
                 skips.push(x.clone());
             }
             for sampler in &block.downsamplers {
-                x = sampler.conv.forward(x);
+                x = conv2d(&sampler.conv, x);
                 skips.push(x.clone());
             }
         }
@@ -559,11 +576,11 @@ impl UNet2DConditionModel {
                     x,
                     InterpolateOptions::new(InterpolateMode::Nearest).with_scale_factor([2.0, 2.0]),
                 );
-                x = sampler.conv.forward(x);
+                x = conv2d(&sampler.conv, x);
             }
         }
 
-        self.conv_out.forward(silu(self.conv_norm_out.forward(x)))
+        conv2d(&self.conv_out, silu(self.conv_norm_out.forward(x)))
     }
 }
 
@@ -723,5 +740,42 @@ impl UNetConfig {
             flip_sin_to_cos: json["flip_sin_to_cos"].as_bool().unwrap_or(true),
             freq_shift: json["freq_shift"].as_f64().unwrap_or(0.0),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::UNetConfig;
+
+    /// The shape-relevant part of stabilityai/sd-turbo's `unet/config.json`.
+    const SD_TURBO_UNET_CONFIG: &str = r#"{
+        "_class_name": "UNet2DConditionModel", "act_fn": "silu", "addition_embed_type": null,
+        "attention_head_dim": [5, 10, 20, 20], "block_out_channels": [320, 640, 1280, 1280],
+        "center_input_sample": false, "class_embed_type": null, "conv_in_kernel": 3,
+        "conv_out_kernel": 3, "cross_attention_dim": 1024,
+        "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D",
+            "CrossAttnDownBlock2D", "DownBlock2D"],
+        "downsample_padding": 1, "dual_cross_attention": false, "encoder_hid_dim": null,
+        "flip_sin_to_cos": true, "freq_shift": 0, "in_channels": 4, "layers_per_block": 2,
+        "mid_block_scale_factor": 1, "mid_block_type": "UNetMidBlock2DCrossAttn",
+        "norm_eps": 1e-05, "norm_num_groups": 32, "num_attention_heads": null,
+        "only_cross_attention": false, "out_channels": 4, "resnet_out_scale_factor": 1.0,
+        "resnet_time_scale_shift": "default", "sample_size": 64, "time_cond_proj_dim": null,
+        "time_embedding_type": "positional", "transformer_layers_per_block": 1,
+        "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D",
+            "CrossAttnUpBlock2D"],
+        "upcast_attention": null, "use_linear_projection": true
+    }"#;
+
+    #[test]
+    fn sd21_config_is_sd_turbo_config_json() {
+        let path = std::env::temp_dir().join(format!(
+            "streamdiff-sd-turbo-unet-config-{}.json",
+            std::process::id()
+        ));
+        std::fs::write(&path, SD_TURBO_UNET_CONFIG).expect("write");
+        let parsed = UNetConfig::from_diffusers_json(&path).expect("parses");
+        std::fs::remove_file(&path).ok();
+        assert_eq!(format!("{:?}", UNetConfig::sd21()), format!("{parsed:?}"));
     }
 }

@@ -164,7 +164,13 @@ pub fn write_vocab_files(gz: &Path, dir: &Path) -> (usize, usize) {
 
 /// A temporary `tokenizer/` folder with the given pad token; returns it and the file sizes.
 pub fn tokenizer_dir(gz: &Path, name: &str, pad: &str) -> (PathBuf, (usize, usize)) {
-    let dir = std::env::temp_dir().join(format!("streamdiff-tok-{name}-{}", std::process::id()));
+    // Unique per call: tests running in parallel may ask for the same name.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!(
+        "streamdiff-tok-{name}-{}-{call}",
+        std::process::id()
+    ));
     std::fs::create_dir_all(&dir).expect("dir");
     let sizes = write_vocab_files(gz, &dir);
     let special = serde_json::json!({

@@ -1,0 +1,262 @@
+//! `streamdiff bench unet`: the SD-Turbo-size UNet (SD 2.1 shape, random weights, no file) at
+//! a 64x64 latent for each batch size, TAESD encode and decode at 512x512, and one
+//! representative convolution and attention call through `sd::ops` (the functions a faster
+//! kernel would replace), as a table and as JSON.
+//!
+//! Each measurement runs `--warmup` untimed calls (shader compilation, allocation), then
+//! `--iterations` timed calls, each ending with the output read back to the host, so the time
+//! is the device's. The median is reported. Compute is f32 (the only dtype the SD modules run).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use burn::tensor::{Device, Distribution, Tensor};
+use streamdiff_models::device::{BackendChoice, ComputeDevice, open_device};
+use streamdiff_models::sd::ops;
+use streamdiff_models::sd::taesd::TaesdConfig;
+use streamdiff_models::sd::unet::UNetConfig;
+use streamdiff_pipeline::stats::DurationStats;
+
+/// Latent side of the UNet input, in latent pixels (512x512 images).
+const LATENT_SIDE: usize = 64;
+/// Image side of the TAESD calls, in pixels.
+const IMAGE_SIDE_PX: usize = 512;
+/// Text tokens of the cross-attention context.
+const CONTEXT_TOKENS: usize = 77;
+/// The timestep the UNet is called at (any value costs the same).
+const TIMESTEP: f32 = 999.0;
+
+/// Arguments of `streamdiff bench unet`.
+#[derive(clap::Args, Debug)]
+pub struct UnetBenchArgs {
+    /// Batch sizes, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    batch: Vec<usize>,
+    /// Devices to measure, comma-separated: wgpu, flex, auto.
+    #[arg(long, value_delimiter = ',', default_value = "wgpu")]
+    device: Vec<String>,
+    /// Timed calls per measurement (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    iterations: usize,
+    /// Untimed calls first (shader compilation, allocation).
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// Skip the TAESD encode/decode measurements.
+    #[arg(long)]
+    no_taesd: bool,
+    /// Skip the single convolution / attention measurements.
+    #[arg(long)]
+    no_ops: bool,
+    /// Where to write the JSON results.
+    #[arg(long, default_value = "out/bench-unet.json")]
+    json: PathBuf,
+}
+
+#[derive(serde::Serialize)]
+struct Record {
+    backend: String,
+    adapter: String,
+    /// `unet`, `taesd_encode`, `taesd_decode`, `conv2d`, `attention_self`, `attention_cross`.
+    what: String,
+    /// The input, e.g. `[1, 4, 64, 64]`.
+    input_shape: Vec<usize>,
+    batch: usize,
+    dtype: &'static str,
+    iterations: usize,
+    ms_per_call_p50: f64,
+    ms_per_call_min: f64,
+    ms_per_call_mean: f64,
+}
+
+/// Times `call` (which must read its result back) `warmup + iterations` times.
+fn measure(
+    warmup: usize,
+    iterations: usize,
+    mut call: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<(DurationStats, Duration, Duration)> {
+    for _ in 0..warmup {
+        call()?;
+    }
+    let mut stats = DurationStats::default();
+    let mut total = Duration::ZERO;
+    let mut fastest = Duration::MAX;
+    for _ in 0..iterations {
+        let begun = Instant::now();
+        call()?;
+        let elapsed = begun.elapsed();
+        stats.record(elapsed);
+        total += elapsed;
+        fastest = fastest.min(elapsed);
+    }
+    Ok((stats, total, fastest))
+}
+
+/// Reads a tensor back and checks it is finite (this is what waits for the device).
+fn finish<const D: usize>(out: Tensor<D>) -> anyhow::Result<()> {
+    let data = out
+        .try_into_data()
+        .map_err(|err| anyhow::anyhow!("the device failed: {err}"))?
+        .convert::<f32>();
+    let values = data
+        .as_slice::<f32>()
+        .map_err(|err| anyhow::anyhow!("cannot read the output back: {err:?}"))?;
+    anyhow::ensure!(
+        values.iter().all(|v| v.is_finite()),
+        "the output holds non-finite values"
+    );
+    Ok(())
+}
+
+fn random<const D: usize>(shape: [usize; D], device: &Device) -> Tensor<D> {
+    Tensor::random(shape, Distribution::Normal(0.0, 1.0), device)
+}
+
+struct Bench<'a> {
+    args: &'a UnetBenchArgs,
+    compute: &'a ComputeDevice,
+    records: Vec<Record>,
+}
+
+impl Bench<'_> {
+    fn run(
+        &mut self,
+        what: &str,
+        input_shape: Vec<usize>,
+        call: impl FnMut() -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let (stats, total, fastest) = measure(self.args.warmup, self.args.iterations, call)
+            .with_context(|| format!("{what} on {}", self.compute.backend))?;
+        let record = Record {
+            backend: self.compute.backend.to_string(),
+            adapter: self.compute.adapter.clone(),
+            what: what.to_string(),
+            batch: input_shape.first().copied().unwrap_or(1),
+            input_shape,
+            dtype: "f32",
+            iterations: self.args.iterations,
+            ms_per_call_p50: stats.percentile_ms(50.0),
+            ms_per_call_min: fastest.as_secs_f64() * 1000.0,
+            ms_per_call_mean: total.as_secs_f64() * 1000.0 / self.args.iterations as f64,
+        };
+        println!(
+            "{:<6} {:<16} {:<22} {:>5} {:>12.1} {:>12.1}",
+            record.backend,
+            record.what,
+            format!("{:?}", record.input_shape),
+            record.batch,
+            record.ms_per_call_p50,
+            record.ms_per_call_min,
+        );
+        self.records.push(record);
+        Ok(())
+    }
+}
+
+pub fn bench_unet(args: UnetBenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.iterations > 0, "--iterations must be at least 1");
+    anyhow::ensure!(!args.batch.is_empty(), "--batch needs at least one size");
+    for &batch in &args.batch {
+        anyhow::ensure!((1..=64).contains(&batch), "--batch {batch} is out of range");
+    }
+    let config = UNetConfig::sd21();
+    let taesd_config = TaesdConfig::new();
+    let mut all = Vec::new();
+    println!(
+        "{:<6} {:<16} {:<22} {:>5} {:>12} {:>12}",
+        "device", "what", "input", "batch", "ms/call p50", "ms/call min"
+    );
+    for device_name in &args.device {
+        let choice: BackendChoice = device_name.parse()?;
+        let compute = open_device(choice)?;
+        let device = &compute.device;
+        eprintln!(
+            "{}: {} (SD 2.1 UNet, random weights, f32)",
+            compute.backend, compute.adapter
+        );
+        let mut bench = Bench {
+            args: &args,
+            compute: &compute,
+            records: Vec::new(),
+        };
+        let unet = config.init(device);
+        for &batch in &args.batch {
+            let sample = random(
+                [batch, config.in_channels, LATENT_SIDE, LATENT_SIDE],
+                device,
+            );
+            let timesteps = Tensor::<1>::full([batch], TIMESTEP, device);
+            let context = random([batch, CONTEXT_TOKENS, config.cross_attention_dim], device);
+            bench.run("unet", sample.dims().to_vec(), || {
+                finish(unet.forward(sample.clone(), timesteps.clone(), context.clone()))
+            })?;
+        }
+        drop(unet);
+
+        if !args.no_taesd {
+            let taesd = taesd_config.init(device);
+            for &batch in &args.batch {
+                let image = random([batch, 3, IMAGE_SIDE_PX, IMAGE_SIDE_PX], device);
+                bench.run("taesd_encode", image.dims().to_vec(), || {
+                    finish(taesd.encode(image.clone()))
+                })?;
+                let side = IMAGE_SIDE_PX / 8;
+                let latents = random([batch, taesd_config.latent_channels, side, side], device);
+                bench.run("taesd_decode", latents.dims().to_vec(), || {
+                    finish(taesd.decode(latents.clone()))
+                })?;
+            }
+        }
+
+        if !args.no_ops {
+            // The UNet's first level: its resnet convolution and its transformer attention.
+            let channels = config.block_out_channels.first().copied().unwrap_or(320);
+            let heads = config.attention_heads.first().copied().unwrap_or(5);
+            let head_width = channels / heads;
+            let conv = burn::nn::conv::Conv2dConfig::new([channels, channels], [3, 3])
+                .with_padding(burn::nn::PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init(device);
+            let tokens = LATENT_SIDE * LATENT_SIDE;
+            for &batch in &args.batch {
+                let x = random([batch, channels, LATENT_SIDE, LATENT_SIDE], device);
+                bench.run("conv2d", x.dims().to_vec(), || {
+                    finish(ops::conv2d(&conv, x.clone()))
+                })?;
+                let q = random([batch, heads, tokens, head_width], device);
+                bench.run("attention_self", q.dims().to_vec(), || {
+                    finish(ops::attention(q.clone(), q.clone(), q.clone(), None))
+                })?;
+                let kv = random([batch, heads, CONTEXT_TOKENS, head_width], device);
+                bench.run("attention_cross", q.dims().to_vec(), || {
+                    finish(ops::attention(q.clone(), kv.clone(), kv.clone(), None))
+                })?;
+            }
+        }
+        all.extend(bench.records);
+    }
+
+    if let Some(parent) = args.json.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    let report = serde_json::json!({
+        "bench": "unet",
+        "unix_time_s": std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        "build": if cfg!(debug_assertions) { "debug" } else { "release" },
+        "unet": "SD 2.1 / SD-Turbo shape, random weights",
+        "latent_side": LATENT_SIDE,
+        "image_side_px": IMAGE_SIDE_PX,
+        "warmup": args.warmup,
+        "conv2d": "320->320 3x3, padding 1 (UNet level 0 resnet)",
+        "attention_self": "5 heads x 4096 tokens x 64 (UNet level 0 attn1)",
+        "attention_cross": "5 heads x 4096 queries x 77 keys x 64 (UNet level 0 attn2)",
+        "results": all,
+    });
+    std::fs::write(&args.json, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("cannot write {}", args.json.display()))?;
+    println!("wrote {}", args.json.display());
+    Ok(())
+}
