@@ -74,15 +74,7 @@ struct TransformersConfig {
 impl ClipTextConfig {
     /// Reads a transformers `CLIPTextModel` `config.json`.
     pub fn from_transformers_json(path: &Path) -> Result<Self, SdError> {
-        let text = std::fs::read_to_string(path).map_err(|source| match source.kind() {
-            std::io::ErrorKind::NotFound => SdError::MissingFile {
-                path: path.to_path_buf(),
-            },
-            _ => SdError::Io {
-                path: path.to_path_buf(),
-                source,
-            },
-        })?;
+        let text = super::read_text(path)?;
         let bad = |reason: String| SdError::BadConfig {
             path: path.to_path_buf(),
             reason,

@@ -16,7 +16,7 @@ pub mod tokenizer;
 pub mod unet;
 pub mod weights;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Errors from loading Stable Diffusion models. Each names the file, and the tensor where
 /// one is at fault; none of them comes from a panic.
@@ -134,4 +134,17 @@ pub enum SdError {
         /// The data type in the file.
         found: String,
     },
+}
+
+/// Reads a text file (a config, a vocabulary), telling a missing file from an unreadable one.
+pub(crate) fn read_text(path: &Path) -> Result<String, SdError> {
+    std::fs::read_to_string(path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => SdError::MissingFile {
+            path: path.to_path_buf(),
+        },
+        _ => SdError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+    })
 }

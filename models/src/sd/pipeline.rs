@@ -423,15 +423,7 @@ fn vae_layout(dir: &Path, variant: WeightVariant) -> Result<AutoencoderLayout, S
         return Ok(AutoencoderLayout::Absent);
     }
     let config_path = dir.join("config.json");
-    let text = std::fs::read_to_string(&config_path).map_err(|source| match source.kind() {
-        std::io::ErrorKind::NotFound => SdError::MissingFile {
-            path: config_path.clone(),
-        },
-        _ => SdError::Io {
-            path: config_path.clone(),
-            source,
-        },
-    })?;
+    let text = super::read_text(&config_path)?;
     let json: serde_json::Value =
         serde_json::from_str(&text).map_err(|err| SdError::BadConfig {
             path: config_path.clone(),

@@ -374,15 +374,7 @@ fn one() -> f64 {
 impl TaesdConfig {
     /// Reads a diffusers `AutoencoderTiny` `config.json`.
     pub fn from_diffusers_json(path: &Path) -> Result<Self, SdError> {
-        let text = std::fs::read_to_string(path).map_err(|source| match source.kind() {
-            std::io::ErrorKind::NotFound => SdError::MissingFile {
-                path: path.to_path_buf(),
-            },
-            _ => SdError::Io {
-                path: path.to_path_buf(),
-                source,
-            },
-        })?;
+        let text = super::read_text(path)?;
         let raw: DiffusersConfig =
             serde_json::from_str(&text).map_err(|err| SdError::BadConfig {
                 path: path.to_path_buf(),

@@ -21,7 +21,7 @@ use std::sync::Mutex;
 use regex::Regex;
 use unicode_normalization::UnicodeNormalization;
 
-use super::SdError;
+use super::{SdError, read_text};
 
 /// The sequence length of every SD text encoder, in tokens (BOS and EOS included).
 pub const MAX_LENGTH_TOKENS: usize = 77;
@@ -290,18 +290,6 @@ impl ClipTokenizer {
 enum Piece<'a> {
     Special(&'a str),
     Text(&'a str),
-}
-
-fn read_text(path: &Path) -> Result<String, SdError> {
-    std::fs::read_to_string(path).map_err(|source| match source.kind() {
-        std::io::ErrorKind::NotFound => SdError::MissingFile {
-            path: path.to_path_buf(),
-        },
-        _ => SdError::Io {
-            path: path.to_path_buf(),
-            source,
-        },
-    })
 }
 
 /// transformers' `whitespace_clean(ftfy.fix_text(text)).lower()`.

@@ -588,15 +588,7 @@ impl UNetConfig {
     /// Reads a diffusers `UNet2DConditionModel` `config.json`, rejecting settings this
     /// implementation does not have.
     pub fn from_diffusers_json(path: &Path) -> Result<Self, SdError> {
-        let text = std::fs::read_to_string(path).map_err(|source| match source.kind() {
-            std::io::ErrorKind::NotFound => SdError::MissingFile {
-                path: path.to_path_buf(),
-            },
-            _ => SdError::Io {
-                path: path.to_path_buf(),
-                source,
-            },
-        })?;
+        let text = super::read_text(path)?;
         let bad = |reason: String| SdError::BadConfig {
             path: path.to_path_buf(),
             reason,
