@@ -1,6 +1,6 @@
 //! `streamdiff bench`: model speed on the present hardware, as a table and as JSON.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
@@ -116,21 +116,26 @@ fn bench_style(args: StyleBenchArgs) -> anyhow::Result<()> {
             records.push(record);
         }
     }
-    if let Some(parent) = args.json.parent().filter(|p| !p.as_os_str().is_empty()) {
+    write_report(
+        &args.json,
+        serde_json::json!({ "bench": "style", "results": records }),
+    )
+}
+
+/// Writes a bench report as JSON to `path` (creating its folder), stamped with the time.
+pub(crate) fn write_report(path: &Path, mut report: serde_json::Value) -> anyhow::Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("cannot create {}", parent.display()))?;
     }
-    let report = serde_json::json!({
-        "bench": "style",
-        "unix_time_s": std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-        "results": records,
-    });
-    std::fs::write(&args.json, serde_json::to_string_pretty(&report)?)
-        .with_context(|| format!("cannot write {}", args.json.display()))?;
-    println!("wrote {}", args.json.display());
+    report["unix_time_s"] = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+        .into();
+    std::fs::write(path, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    println!("wrote {}", path.display());
     Ok(())
 }
 

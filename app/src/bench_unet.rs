@@ -235,16 +235,8 @@ pub fn bench_unet(args: UnetBenchArgs) -> anyhow::Result<()> {
         all.extend(bench.records);
     }
 
-    if let Some(parent) = args.json.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("cannot create {}", parent.display()))?;
-    }
     let report = serde_json::json!({
         "bench": "unet",
-        "unix_time_s": std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
         "build": if cfg!(debug_assertions) { "debug" } else { "release" },
         "unet": "SD 2.1 / SD-Turbo shape, random weights",
         "latent_side": LATENT_SIDE,
@@ -255,8 +247,5 @@ pub fn bench_unet(args: UnetBenchArgs) -> anyhow::Result<()> {
         "attention_cross": "5 heads x 4096 queries x 77 keys x 64 (UNet level 0 attn2)",
         "results": all,
     });
-    std::fs::write(&args.json, serde_json::to_string_pretty(&report)?)
-        .with_context(|| format!("cannot write {}", args.json.display()))?;
-    println!("wrote {}", args.json.display());
-    Ok(())
+    crate::bench::write_report(&args.json, report)
 }
