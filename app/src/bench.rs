@@ -123,7 +123,15 @@ fn bench_style(args: StyleBenchArgs) -> anyhow::Result<()> {
 }
 
 /// Writes a bench report as JSON to `path` (creating its folder), stamped with the time.
-pub(crate) fn write_report(path: &Path, mut report: serde_json::Value) -> anyhow::Result<()> {
+pub(crate) fn write_report(path: &Path, report: serde_json::Value) -> anyhow::Result<()> {
+    store_report(path, report)?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
+
+/// [`write_report`] without the message: for benches that rewrite the file after every row,
+/// so a long run that is stopped keeps what it measured.
+pub(crate) fn store_report(path: &Path, mut report: serde_json::Value) -> anyhow::Result<()> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("cannot create {}", parent.display()))?;
@@ -134,9 +142,7 @@ pub(crate) fn write_report(path: &Path, mut report: serde_json::Value) -> anyhow
         .unwrap_or(0)
         .into();
     std::fs::write(path, serde_json::to_string_pretty(&report)?)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    println!("wrote {}", path.display());
-    Ok(())
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn truncate(text: &str, max_chars: usize) -> String {
