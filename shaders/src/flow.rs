@@ -168,3 +168,57 @@ pub fn end_point_error(flow: &[f32], truth: &[f32], mask: Option<&[bool]>) -> f6
     }
     if count == 0 { 0.0 } else { sum / count as f64 }
 }
+
+/// Flow between packed 8-bit RGB frames on a burn device, downloaded to the host.
+#[derive(Clone, Debug)]
+pub struct FlowEstimator {
+    ops: crate::gpu::AnyOps,
+    params: FlowParams,
+}
+
+impl FlowEstimator {
+    /// Kernels for `device` (WGSL on wgpu, the reference on flex) with `params`.
+    pub fn new(device: &burn::tensor::Device, params: FlowParams) -> Result<Self, ShaderError> {
+        Ok(Self {
+            ops: crate::gpu::AnyOps::for_device(device)?,
+            params,
+        })
+    }
+
+    /// Whether the WGSL kernels run (rather than the CPU reference).
+    pub fn on_gpu(&self) -> bool {
+        matches!(self.ops, crate::gpu::AnyOps::Gpu(_))
+    }
+
+    /// Flow from `rgb0` to `rgb1` (both of `size`), interleaved (dx, dy) per pixel.
+    pub fn flow_rgb8(&self, rgb0: &[u8], rgb1: &[u8], size: Size) -> Result<Vec<f32>, ShaderError> {
+        for rgb in [rgb0, rgb1] {
+            if rgb.len() != size.pixels() * 3 {
+                return Err(ShaderError::Shape(format!(
+                    "{} bytes do not make a {}x{} RGB frame",
+                    rgb.len(),
+                    size.width_px,
+                    size.height_px
+                )));
+            }
+        }
+        fn run<O: FlowOps>(
+            ops: &O,
+            rgb0: &[u8],
+            rgb1: &[u8],
+            size: Size,
+            params: &FlowParams,
+        ) -> Result<Vec<f32>, ShaderError> {
+            let upload = |rgb: &[u8]| {
+                let values: Vec<f32> = rgb.iter().map(|&v| f32::from(v)).collect();
+                ops.gray(&ops.upload(&values)?, size)
+            };
+            let flow = estimate_flow(ops, &upload(rgb0)?, &upload(rgb1)?, size, params)?;
+            ops.download(&flow)
+        }
+        match &self.ops {
+            crate::gpu::AnyOps::Cpu(ops) => run(ops, rgb0, rgb1, size, &self.params),
+            crate::gpu::AnyOps::Gpu(ops) => run(ops, rgb0, rgb1, size, &self.params),
+        }
+    }
+}

@@ -12,6 +12,7 @@ pub mod flo;
 pub mod flow;
 pub mod gpu;
 pub mod ops;
+pub mod stabilise;
 pub mod visual;
 
 /// Errors of the kernels, the flow estimator and the `.flo` codec.

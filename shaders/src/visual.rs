@@ -53,8 +53,8 @@ pub fn flow_to_rgb(field: &FlowField) -> Vec<u8> {
         let k0 = position.floor() as usize % wheel.len();
         let k1 = (k0 + 1) % wheel.len();
         let t = position - position.floor();
-        for c in 0..3 {
-            let colour = ((1.0 - t) * wheel[k0][c] + t * wheel[k1][c]) / 255.0;
+        for (a, b) in wheel[k0].iter().zip(&wheel[k1]) {
+            let colour = ((1.0 - t) * a + t * b) / 255.0;
             let value = 1.0 - radius * (1.0 - colour);
             rgb.push((value * 255.0).round().clamp(0.0, 255.0) as u8);
         }

@@ -16,9 +16,9 @@ fn field() -> FlowField {
 #[test]
 fn round_trip_through_a_file() {
     let path = std::env::temp_dir().join(format!("streamdiff-flo-{}.flo", std::process::id()));
-    write_flo(&path, &field()).unwrap();
-    assert_eq!(read_flo(&path).unwrap(), field());
-    std::fs::remove_file(&path).unwrap();
+    write_flo(&path, &field()).expect(".flo codec");
+    assert_eq!(read_flo(&path).expect(".flo codec"), field());
+    std::fs::remove_file(&path).expect(".flo codec");
 }
 
 fn reason(bytes: &[u8]) -> String {
@@ -30,7 +30,7 @@ fn reason(bytes: &[u8]) -> String {
 
 #[test]
 fn malformed_files_are_errors() {
-    let good = encode_flo(&field()).unwrap();
+    let good = encode_flo(&field()).expect(".flo codec");
     assert!(reason(&good[..8]).contains("shorter than the 12-byte header"));
     let mut wrong_magic = good.clone();
     wrong_magic[0] = b'X';

@@ -52,26 +52,27 @@ fn gray_downsample_gradient_match_the_reference() {
     let gpu = common::gpu();
     let rgb = common::random(SIZE.pixels() * 3, 1, 0.0..255.0);
     let image = common::random(SIZE.pixels(), 2, 0.0..255.0);
-    let g_rgb = gpu.upload(&rgb).unwrap();
-    let g_image = gpu.upload(&image).unwrap();
+    let g_rgb = gpu.upload(&rgb).expect("GPU or CPU kernel");
+    let g_image = gpu.upload(&image).expect("GPU or CPU kernel");
     assert_close(
         "gray",
-        &gpu.download(&gpu.gray(&g_rgb, SIZE).unwrap()).unwrap(),
-        &CpuOps.gray(&rgb, SIZE).unwrap(),
+        &gpu.download(&gpu.gray(&g_rgb, SIZE).expect("GPU or CPU kernel"))
+            .expect("GPU or CPU kernel"),
+        &CpuOps.gray(&rgb, SIZE).expect("GPU or CPU kernel"),
         1e-5,
     );
     assert_close(
         "downsample",
-        &gpu.download(&gpu.downsample(&g_image, SIZE).unwrap())
-            .unwrap(),
-        &CpuOps.downsample(&image, SIZE).unwrap(),
+        &gpu.download(&gpu.downsample(&g_image, SIZE).expect("GPU or CPU kernel"))
+            .expect("GPU or CPU kernel"),
+        &CpuOps.downsample(&image, SIZE).expect("GPU or CPU kernel"),
         1e-5,
     );
     assert_close(
         "gradient",
-        &gpu.download(&gpu.gradient(&g_image, SIZE).unwrap())
-            .unwrap(),
-        &CpuOps.gradient(&image, SIZE).unwrap(),
+        &gpu.download(&gpu.gradient(&g_image, SIZE).expect("GPU or CPU kernel"))
+            .expect("GPU or CPU kernel"),
+        &CpuOps.gradient(&image, SIZE).expect("GPU or CPU kernel"),
         1e-5,
     );
 }
@@ -88,19 +89,29 @@ fn upsample_warp_consistency_blend_match_the_reference() {
     let luma_a = common::random(SIZE.pixels(), 8, 0.0..255.0);
     let luma_b = common::random(SIZE.pixels(), 9, 0.0..255.0);
     let carried = common::random(SIZE.pixels() * 3, 10, 0.0..255.0);
-    let up = |b: &[f32]| gpu.upload(b).unwrap();
+    let up = |b: &[f32]| gpu.upload(b).expect("GPU or CPU kernel");
     assert_close(
         "upsample_flow",
-        &gpu.download(&gpu.upsample_flow(&up(&coarse_flow), coarse, SIZE).unwrap())
-            .unwrap(),
-        &CpuOps.upsample_flow(&coarse_flow, coarse, SIZE).unwrap(),
+        &gpu.download(
+            &gpu.upsample_flow(&up(&coarse_flow), coarse, SIZE)
+                .expect("GPU or CPU kernel"),
+        )
+        .expect("GPU or CPU kernel"),
+        &CpuOps
+            .upsample_flow(&coarse_flow, coarse, SIZE)
+            .expect("GPU or CPU kernel"),
         1e-5,
     );
     assert_close(
         "warp",
-        &gpu.download(&gpu.warp(&up(&rgb), &up(&flow), SIZE, 3).unwrap())
-            .unwrap(),
-        &CpuOps.warp(&rgb, &flow, SIZE, 3).unwrap(),
+        &gpu.download(
+            &gpu.warp(&up(&rgb), &up(&flow), SIZE, 3)
+                .expect("GPU or CPU kernel"),
+        )
+        .expect("GPU or CPU kernel"),
+        &CpuOps
+            .warp(&rgb, &flow, SIZE, 3)
+            .expect("GPU or CPU kernel"),
         1e-4,
     );
     // Half the backward vectors cancel the forward ones, so both mask values occur.
@@ -111,9 +122,14 @@ fn upsample_warp_consistency_blend_match_the_reference() {
         .map(|(i, (b, f))| if (i / 2) % 2 == 0 { -f } else { *b })
         .collect();
     let gpu_mask = gpu
-        .download(&gpu.consistency(&up(&flow), &up(&back), SIZE).unwrap())
-        .unwrap();
-    let cpu_mask = CpuOps.consistency(&flow, &back, SIZE).unwrap();
+        .download(
+            &gpu.consistency(&up(&flow), &up(&back), SIZE)
+                .expect("GPU or CPU kernel"),
+        )
+        .expect("GPU or CPU kernel");
+    let cpu_mask = CpuOps
+        .consistency(&flow, &back, SIZE)
+        .expect("GPU or CPU kernel");
     let differing = gpu_mask
         .iter()
         .zip(&cpu_mask)
@@ -135,12 +151,12 @@ fn upsample_warp_consistency_blend_match_the_reference() {
                 0.7,
                 40.0,
             )
-            .unwrap(),
+            .expect("GPU or CPU kernel"),
         )
-        .unwrap(),
+        .expect("GPU or CPU kernel"),
         &CpuOps
             .blend(&rgb, &carried, &mask, &luma_a, &luma_b, SIZE, 0.7, 40.0)
-            .unwrap(),
+            .expect("GPU or CPU kernel"),
         1e-4,
     );
 }
@@ -151,13 +167,13 @@ fn patch_search_and_densify_match_the_reference() {
     let image0 = smooth_image(SIZE, 11);
     let image1 = smooth_image(SIZE, 12);
     let flow = common::random(SIZE.pixels() * 2, 13, -1.0..1.0);
-    let gradient0 = CpuOps.gradient(&image0, SIZE).unwrap();
+    let gradient0 = CpuOps.gradient(&image0, SIZE).expect("GPU or CPU kernel");
     let grid = PatchGrid::new(SIZE, 8, 3);
     let params = SearchParams { iterations: 4 };
-    let up = |b: &[f32]| gpu.upload(b).unwrap();
+    let up = |b: &[f32]| gpu.upload(b).expect("GPU or CPU kernel");
     let cpu_patches = CpuOps
         .patch_search(&image0, &gradient0, &image1, &flow, SIZE, grid, params)
-        .unwrap();
+        .expect("GPU or CPU kernel");
     let gpu_patches = gpu
         .download(
             &gpu.patch_search(
@@ -169,20 +185,20 @@ fn patch_search_and_densify_match_the_reference() {
                 grid,
                 params,
             )
-            .unwrap(),
+            .expect("GPU or CPU kernel"),
         )
-        .unwrap();
+        .expect("GPU or CPU kernel");
     assert_close("patch_search", &gpu_patches, &cpu_patches, 1e-2);
     assert_close(
         "densify",
         &gpu.download(
             &gpu.densify(&up(&image0), &up(&image1), &up(&cpu_patches), SIZE, grid)
-                .unwrap(),
+                .expect("GPU or CPU kernel"),
         )
-        .unwrap(),
+        .expect("GPU or CPU kernel"),
         &CpuOps
             .densify(&image0, &image1, &cpu_patches, SIZE, grid)
-            .unwrap(),
+            .expect("GPU or CPU kernel"),
         1e-4,
     );
 }
@@ -202,21 +218,23 @@ fn refinement_matches_the_reference() {
         omega: 1.6,
     };
     // The sub-steps on their own, then the whole refinement (which launches all of them).
-    let warped = CpuOps.warp(&image1, &flow, SIZE, 1).unwrap();
+    let warped = CpuOps
+        .warp(&image1, &flow, SIZE, 1)
+        .expect("GPU or CPU kernel");
     let derivatives = refine_derivatives(&image0, &warped, SIZE);
     let increment = common::random(SIZE.pixels() * 2, 24, -0.5..0.5);
     let coefficients = refine_coefficients(&derivatives, &flow, &increment, SIZE, &params);
     assert!(coefficients.iter().all(|c| c.is_finite()));
-    let up = |b: &[f32]| gpu.upload(b).unwrap();
+    let up = |b: &[f32]| gpu.upload(b).expect("GPU or CPU kernel");
     let cpu = CpuOps
         .refine(&image0, &image1, &flow, SIZE, params)
-        .unwrap();
+        .expect("GPU or CPU kernel");
     let gpu_refined = gpu
         .download(
             &gpu.refine(&up(&image0), &up(&image1), &up(&flow), SIZE, params)
-                .unwrap(),
+                .expect("GPU or CPU kernel"),
         )
-        .unwrap();
+        .expect("GPU or CPU kernel");
     assert_close("refine", &gpu_refined, &cpu, 1e-3);
     let moved = cpu.iter().zip(&flow).any(|(r, f)| (r - f).abs() > 1e-3);
     assert!(
@@ -233,14 +251,14 @@ fn whole_estimator_matches_the_reference() {
     // The second frame is the first moved by (1.5, -0.75) px.
     let image1 = CpuOps
         .warp(&image0, &[-1.5, 0.75].repeat(size.pixels()), size, 1)
-        .unwrap();
+        .expect("GPU or CPU kernel");
     let params = FlowParams::preset(FlowQuality::Balanced);
-    let cpu = estimate_flow(&CpuOps, &image0, &image1, size, &params).unwrap();
-    let a = gpu.upload(&image0).unwrap();
-    let b = gpu.upload(&image1).unwrap();
+    let cpu = estimate_flow(&CpuOps, &image0, &image1, size, &params).expect("GPU or CPU kernel");
+    let a = gpu.upload(&image0).expect("GPU or CPU kernel");
+    let b = gpu.upload(&image1).expect("GPU or CPU kernel");
     let gpu_flow = gpu
-        .download(&estimate_flow(&gpu, &a, &b, size, &params).unwrap())
-        .unwrap();
+        .download(&estimate_flow(&gpu, &a, &b, size, &params).expect("GPU or CPU kernel"))
+        .expect("GPU or CPU kernel");
     let worst = gpu_flow
         .iter()
         .zip(&cpu)

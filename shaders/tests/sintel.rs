@@ -16,13 +16,13 @@ fn check(pass: &str, level: &str, max_epe_all: f64, dis_medium: f64) {
         return;
     };
     let gpu = common::gpu();
-    let a = gpu.upload(&pair.image0).unwrap();
-    let b = gpu.upload(&pair.image1).unwrap();
+    let a = gpu.upload(&pair.image0).expect("GPU or CPU kernel");
+    let b = gpu.upload(&pair.image1).expect("GPU or CPU kernel");
     let started = std::time::Instant::now();
     let params = FlowParams::preset(FlowQuality::Balanced);
     let flow = gpu
-        .download(&estimate_flow(&gpu, &a, &b, pair.size, &params).unwrap())
-        .unwrap();
+        .download(&estimate_flow(&gpu, &a, &b, pair.size, &params).expect("GPU or CPU kernel"))
+        .expect("GPU or CPU kernel");
     let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
     let all = end_point_error(&flow, &pair.truth, None);
     let matched = end_point_error(&flow, &pair.truth, Some(&pair.matched));
