@@ -223,9 +223,17 @@ pub fn bench_flow(args: FlowBenchArgs) -> anyhow::Result<()> {
                     AnyOps::Cpu(cpu) => time_flow(cpu, &pair, *size, &params, &args, || Ok(()))?,
                 };
                 let epe = end_point_error(&flow, &pair.truth, None);
+                // On flex the kernels' single-threaded Rust references run, not burn-flex.
+                let (backend, adapter) = match &ops {
+                    AnyOps::Gpu(_) => (compute.backend.to_string(), compute.adapter.clone()),
+                    AnyOps::Cpu(_) => (
+                        "cpu-ref".to_string(),
+                        "Rust reference, 1 thread".to_string(),
+                    ),
+                };
                 let record = FlowRecord {
-                    backend: compute.backend.to_string(),
-                    adapter: compute.adapter.clone(),
+                    backend,
+                    adapter,
                     quality: quality_name.clone(),
                     width_px: size.width_px,
                     height_px: size.height_px,
