@@ -18,6 +18,8 @@ pub enum BenchCommand {
     /// The SD-Turbo-size UNet (random weights) per batch size, TAESD encode/decode at
     /// 512x512, and one convolution and attention call.
     Unet(crate::bench_unet::UnetBenchArgs),
+    /// Dense optical flow per frame pair at 640x480 and 1024x436, with its EPE.
+    Flow(crate::bench_flow::FlowBenchArgs),
 }
 
 /// Arguments of `streamdiff bench style`.
@@ -59,6 +61,7 @@ pub fn bench(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Style(args) => bench_style(args),
         BenchCommand::Unet(args) => crate::bench_unet::bench_unet(args),
+        BenchCommand::Flow(args) => crate::bench_flow::bench_flow(args),
     }
 }
 

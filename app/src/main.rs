@@ -5,7 +5,9 @@
 //! Diffusion model folders; `styles` lists presets.
 
 mod bench;
+mod bench_flow;
 mod bench_unet;
+mod flow;
 mod models;
 mod run;
 
@@ -33,6 +35,11 @@ enum Command {
     Models(models::ModelsCommand),
     /// List the style presets.
     Styles,
+    /// Dense optical flow between two frames, as `.flo` and a picture.
+    Flow(flow::FlowArgs),
+    /// Measure quality: flow accuracy, flicker.
+    #[command(subcommand)]
+    Eval(flow::EvalCommand),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +57,8 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Bench(command) => bench::bench(command),
         Command::Models(command) => models::models(command),
+        Command::Flow(args) => flow::flow(args),
+        Command::Eval(command) => flow::eval(command),
         Command::Styles => {
             for name in streamdiff_models::style::preset_names() {
                 println!("{name}");

@@ -11,7 +11,8 @@ use streamdiff_models::style::{DEFAULT_STYLE, StyleMix};
 use streamdiff_pipeline::runner::{Progress, RunConfig};
 use streamdiff_pipeline::sink::OutputSpec;
 use streamdiff_pipeline::source::{CaptureConfig, SourceSpec};
-use streamdiff_pipeline::stage::StyleStage;
+use streamdiff_pipeline::stabilise::{StabiliseSettings, StabiliseStage, parse_strength};
+use streamdiff_pipeline::stage::{FrameStage, StyleStage};
 use streamdiff_pipeline::stats::RunSummary;
 use tokio_util::sync::CancellationToken;
 
@@ -45,6 +46,10 @@ pub struct RunArgs {
     /// Print the summary as JSON instead of text.
     #[arg(long)]
     json: bool,
+    /// Flow-guided temporal stabilisation against flicker, strength 0.0 (off) ..= 1.0
+    /// [default when given without a value: 0.8].
+    #[arg(long, num_args = 0..=1, default_missing_value = "0.8", value_name = "STRENGTH")]
+    stabilise: Option<String>,
 }
 
 /// Smallest and largest processing sizes we accept.
@@ -64,12 +69,21 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             SIZE_RANGE_PX.end()
         );
     }
+    let stabilise = args.stabilise.as_deref().map(parse_strength).transpose()?;
     output.check()?;
     let choice: BackendChoice = args.device.parse()?;
     let compute: ComputeDevice = open_device(choice)?;
     let size_px = args.size.unwrap_or(if compute.is_cpu { 256 } else { 512 });
     let model_path = args.model.unwrap_or_else(default_multistyle_path);
-    let stage = StyleStage::load(&model_path, compute.clone(), style)?;
+    let style_stage = StyleStage::load(&model_path, compute.clone(), style)?;
+    let stage: Box<dyn FrameStage> = match stabilise {
+        Some(strength) => Box::new(StabiliseStage::new(
+            Box::new(style_stage),
+            &compute,
+            StabiliseSettings { strength },
+        )?),
+        None => Box::new(style_stage),
+    };
 
     let mut capture = CaptureConfig::new(source, size_px);
     capture.realtime = args.realtime;
@@ -87,9 +101,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         let (progress_tx, progress_rx) = tokio::sync::watch::channel(Progress::default());
         tokio::spawn(handle_ctrl_c(stop.clone()));
         let display = tokio::spawn(show_progress(progress_rx, live));
-        let result =
-            streamdiff_pipeline::runner::run(config, Box::new(stage), Some(progress_tx), stop)
-                .await;
+        let result = streamdiff_pipeline::runner::run(config, stage, Some(progress_tx), stop).await;
         let _ = display.await;
         result
     })?;

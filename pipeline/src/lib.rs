@@ -3,11 +3,13 @@
 //!
 //! Data flows one way: source → input queue → stage → output queue → output.
 
+pub mod decode;
 pub mod frame;
 pub mod queue;
 pub mod runner;
 pub mod sink;
 pub mod source;
+pub mod stabilise;
 pub mod stage;
 pub mod stats;
 
@@ -26,4 +28,7 @@ pub enum PipelineError {
     /// The model failed to load or run.
     #[error(transparent)]
     Model(#[from] streamdiff_models::ModelError),
+    /// The flow kernels (stabilisation) failed.
+    #[error(transparent)]
+    Shader(#[from] streamdiff_shaders::ShaderError),
 }
