@@ -162,7 +162,7 @@ CASES = [
     dict(name="cfg_self", t_index_list=[32, 45], cfg_type="self", guidance=1.4, delta=0.8, fbs=1, mode="img2img"),
     dict(name="cfg_initialize", t_index_list=[32, 45], cfg_type="initialize", guidance=1.4, delta=0.8, fbs=1, mode="img2img"),
     dict(name="steps4_self", t_index_list=[16, 24, 32, 45], cfg_type="self", guidance=1.2, delta=1.0, fbs=1, mode="img2img"),
-    dict(name="fbs2", t_index_list=[35], cfg_type="self", guidance=1.3, delta=1.0, fbs=2, mode="img2img"),
+    dict(name="fbs2", t_index_list=[35], cfg_type="full", guidance=1.3, delta=1.0, fbs=2, mode="img2img"),
     dict(name="txt2img", t_index_list=[0, 16, 32], cfg_type="none", guidance=1.0, delta=1.0, fbs=1, mode="txt2img"),
     dict(name="ssf", t_index_list=[32, 45], cfg_type="self", guidance=1.2, delta=1.0, fbs=1, mode="ssf"),
 ]
