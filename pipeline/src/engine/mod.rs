@@ -116,6 +116,10 @@ pub struct StreamEngine {
     batch: Option<StreamBatch>,
     /// `[height, width]` in pixels of the frames the batch was made for.
     image_size_px: Option<[usize; 2]>,
+    /// `[height, width]` the frames are resized to for the models (see [`processing_size`]).
+    processing_size_px: Option<[usize; 2]>,
+    /// Processing sizes are multiples of this (8 × the UNet's total downsampling).
+    pixel_multiple: usize,
     device: Device,
 }
 
@@ -152,8 +156,24 @@ impl StreamEngine {
             prompt,
             batch: None,
             image_size_px: None,
+            processing_size_px: None,
+            pixel_multiple: LATENT_SCALE,
             device,
         })
+    }
+
+    /// Sets the multiple that processing sizes are rounded to: `8 · 2^(levels - 1)` for a UNet
+    /// with `levels` resolution levels, whose skip connections need latents divisible by its
+    /// downsampling ([`Self::from_model`] sets it from the UNet's config).
+    pub fn with_pixel_multiple(mut self, pixel_multiple: usize) -> Self {
+        self.pixel_multiple = pixel_multiple.max(LATENT_SCALE);
+        self.batch = None;
+        self
+    }
+
+    /// `[height, width]` the frames are processed at (after [`Self::prepare`]).
+    pub fn processing_size_px(&self) -> Option<[usize; 2]> {
+        self.processing_size_px
     }
 
     /// Builds the engine from a loaded model (its scheduler config read from `scheduler/`
@@ -179,7 +199,9 @@ impl StreamEngine {
         })?;
         let prompts = PromptEncoder::new(model.tokenizer, model.text_encoder, device.clone());
         let embeds = prompts.encode_pair(prompt, negative_prompt);
-        let engine = Self::new(model.unet, vae, scheduler, config, embeds, device)?;
+        let levels = model.layout.unet_config.block_out_channels.len().max(1);
+        let engine = Self::new(model.unet, vae, scheduler, config, embeds, device)?
+            .with_pixel_multiple(LATENT_SCALE << (levels - 1));
         Ok(EngineParts { engine, prompts })
     }
 
@@ -267,7 +289,9 @@ impl StreamEngine {
         if self.batch.is_some() && self.image_size_px == Some([height_px, width_px]) {
             return Ok(false);
         }
-        let (latent_h, latent_w) = latent_size(height_px, width_px)?;
+        let [processing_h, processing_w] =
+            processing_size(height_px, width_px, self.pixel_multiple)?;
+        let (latent_h, latent_w) = (processing_h / LATENT_SCALE, processing_w / LATENT_SCALE);
         let schedule = StreamSchedule::new(
             &self.scheduler,
             self.config.num_inference_steps,
@@ -284,21 +308,17 @@ impl StreamEngine {
             self.config.do_add_noise,
         ));
         self.image_size_px = Some([height_px, width_px]);
+        self.processing_size_px = Some([processing_h, processing_w]);
         Ok(true)
     }
 
-    /// TAESD encode of `[f, 3, H, W]` images in `[-1, 1]` to scaled latents; sizes that are not
-    /// a multiple of 8 are resized to the nearest lower one first.
+    /// TAESD encode of `[f, 3, H, W]` images in `[-1, 1]` to scaled latents, resized to the
+    /// processing size first where it differs.
     pub fn encode(&self, images: Tensor<4>) -> Tensor<4> {
         let [_, _, h, w] = images.dims();
-        let (h8, w8) = (
-            h / LATENT_SCALE * LATENT_SCALE,
-            w / LATENT_SCALE * LATENT_SCALE,
-        );
-        let images = if (h8, w8) == (h, w) {
-            images
-        } else {
-            resize(images, h8, w8)
+        let images = match self.processing_size_px {
+            Some([ph, pw]) if [ph, pw] != [h, w] => resize(images, ph, pw),
+            _ => images,
         };
         self.vae.encode(images) * self.vae.scaling_factor()
     }
@@ -370,14 +390,20 @@ impl StreamEngine {
     }
 }
 
-/// Latent height and width for an image, each side at least one latent pixel.
-pub fn latent_size(height_px: usize, width_px: usize) -> Result<(usize, usize), PipelineError> {
+/// The `[height, width]` a frame is processed at: each side rounded to the nearest multiple of
+/// `multiple` (at least one multiple). Frames smaller than 8 px on a side are refused.
+pub fn processing_size(
+    height_px: usize,
+    width_px: usize,
+    multiple: usize,
+) -> Result<[usize; 2], PipelineError> {
     if height_px < LATENT_SCALE || width_px < LATENT_SCALE {
         return Err(PipelineError::Engine(format!(
             "frames of {width_px}x{height_px} px are too small for the engine (at least {LATENT_SCALE}x{LATENT_SCALE})"
         )));
     }
-    Ok((height_px / LATENT_SCALE, width_px / LATENT_SCALE))
+    let round = |side: usize| ((side + multiple / 2) / multiple).max(1) * multiple;
+    Ok([round(height_px), round(width_px)])
 }
 
 fn resize(images: Tensor<4>, height_px: usize, width_px: usize) -> Tensor<4> {
@@ -385,4 +411,19 @@ fn resize(images: Tensor<4>, height_px: usize, width_px: usize) -> Tensor<4> {
         images,
         InterpolateOptions::new(InterpolateMode::Bilinear).with_output_size([height_px, width_px]),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::processing_size;
+
+    #[test]
+    fn processing_sizes_round_to_the_unet_multiple() {
+        assert_eq!(processing_size(512, 512, 64).expect("ok"), [512, 512]);
+        assert_eq!(processing_size(288, 512, 64).expect("ok"), [320, 512]);
+        assert_eq!(processing_size(270, 480, 64).expect("ok"), [256, 512]);
+        assert_eq!(processing_size(20, 30, 64).expect("ok"), [64, 64]);
+        assert_eq!(processing_size(32, 48, 16).expect("ok"), [32, 48]);
+        assert!(processing_size(4, 64, 8).is_err());
+    }
 }
