@@ -1,8 +1,9 @@
 //! `streamdiff run --model <tiny SD pipeline>` end to end on the real Big Buck Bunny clip: the
 //! StreamDiffusion engine runs as the stage, the output file has one frame per input frame at
-//! the processing size, the summary reports the engine, and a sampled output frame is the
-//! engine's own result for the matching input frame (so the pipeline delay is accounted for,
-//! not shifted into the timeline).
+//! the processing size, the summary reports the engine, and sampled output frames are the
+//! engine stage's own results for the same captured frames. (The tiny random model's outputs
+//! look much alike from frame to frame, so the timing alignment itself is checked in
+//! pipeline/tests/engine_behaviour.rs, where it is exact.)
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,8 +22,8 @@ use streamdiff_pipeline::stage::FrameStage;
 const SIZE_PX: usize = 64;
 const FRAMES: usize = 6;
 const PROMPT: &str = "a watercolor painting";
-/// H.264 at quantiser 18 on 64x36 frames keeps luma within a few levels (measured: see the
-/// eprintln); a frame of the wrong time or an unprocessed frame scores far lower.
+/// H.264 at quantiser 18 on 64x36 frames: the output is about 34 dB (luma) from the engine's
+/// own result, and about 10 dB from the unprocessed input.
 const MIN_LUMA_PSNR_DB: f64 = 30.0;
 
 fn tiny_model() -> PathBuf {
