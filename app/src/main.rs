@@ -5,6 +5,7 @@
 //! Diffusion model folders; `styles` lists presets.
 
 mod bench;
+mod bench_engine;
 mod bench_unet;
 mod models;
 mod run;

@@ -156,6 +156,7 @@ def to_input(frames_u8: np.ndarray) -> torch.Tensor:
 CASES = [
     # name, t_index_list, cfg_type, guidance, delta, frame_buffer_size, mode
     dict(name="steps1", t_index_list=[32], cfg_type="none", guidance=1.0, delta=1.0, fbs=1, mode="img2img"),
+    dict(name="steps1_self", t_index_list=[35], cfg_type="self", guidance=1.3, delta=0.9, fbs=1, mode="img2img"),
     dict(name="steps2", t_index_list=[32, 45], cfg_type="none", guidance=1.0, delta=1.0, fbs=1, mode="img2img"),
     dict(name="cfg_none", t_index_list=[32, 45], cfg_type="none", guidance=1.4, delta=0.8, fbs=1, mode="img2img"),
     dict(name="cfg_full", t_index_list=[32, 45], cfg_type="full", guidance=1.4, delta=0.8, fbs=1, mode="img2img"),

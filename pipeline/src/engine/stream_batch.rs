@@ -361,13 +361,15 @@ impl StreamBatch {
                 Some(model_pred.narrow(0, 0, rows)),
             ),
             (true, CfgType::Initialize) => {
-                self.stock_noise = Tensor::cat(
-                    vec![
-                        model_pred.clone().narrow(0, 0, f),
-                        self.stock_noise.clone().narrow(0, f, rows - f),
-                    ],
-                    0,
-                );
+                let new_rows = model_pred.clone().narrow(0, 0, f);
+                self.stock_noise = if rows == f {
+                    new_rows
+                } else {
+                    Tensor::cat(
+                        vec![new_rows, self.stock_noise.clone().narrow(0, f, rows - f)],
+                        0,
+                    )
+                };
                 (model_pred.narrow(0, f, rows), None)
             }
             _ => (model_pred, None),
@@ -392,13 +394,18 @@ impl StreamBatch {
             let delta_x = self.scheduler_step(model_pred, scaled_noise);
             let delta_x =
                 delta_x * self.scalars.alpha_next.clone() / self.scalars.beta_next.clone();
-            let rolled = Tensor::cat(
-                vec![
-                    self.init_noise.clone().narrow(0, f, rows - f),
-                    self.init_noise.clone().narrow(0, 0, f),
-                ],
-                0,
-            );
+            // The fixed noise moves one frame slot along (a no-op with one step).
+            let rolled = if rows == f {
+                self.init_noise.clone()
+            } else {
+                Tensor::cat(
+                    vec![
+                        self.init_noise.clone().narrow(0, f, rows - f),
+                        self.init_noise.clone().narrow(0, 0, f),
+                    ],
+                    0,
+                )
+            };
             self.stock_noise = rolled + delta_x;
         }
         self.calls += 1;
@@ -430,4 +437,66 @@ impl StreamBatch {
 pub fn init_noise(seed: u64, rows: usize, latent_shape: [usize; 3], device: &Device) -> Tensor<4> {
     let [c, h, w] = latent_shape;
     super::noise::seeded_normal(seed, [rows, c, h, w], device)
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::{Device, Tensor};
+
+    use super::*;
+    use crate::engine::scheduler::{SchedulerConfig, StreamSchedule};
+
+    /// Every step count and cfg type runs, with the UNet rows StreamDiffusion uses: `self`
+    /// adds none, `initialize` one per frame, `full` doubles the batch.
+    #[test]
+    fn every_cfg_type_and_step_count_runs_with_the_expected_unet_rows() {
+        let device = Device::flex();
+        let shape = [4, 2, 3];
+        let prompt = PromptEmbeds {
+            cond: Tensor::<3>::ones([1, 5, 6], &device),
+            uncond: Tensor::<3>::zeros([1, 5, 6], &device),
+        };
+        let t_lists: [&[usize]; 4] = [&[32], &[32, 45], &[20, 32, 45], &[16, 24, 32, 45]];
+        for frames in [1, 2] {
+            for t_index_list in t_lists {
+                for cfg_type in [
+                    CfgType::None,
+                    CfgType::Full,
+                    CfgType::SelfNegative,
+                    CfgType::Initialize,
+                ] {
+                    let schedule =
+                        StreamSchedule::new(&SchedulerConfig::default(), 50, t_index_list)
+                            .expect("schedule");
+                    let rows = t_index_list.len() * frames;
+                    let noise = init_noise(3, rows, shape, &device);
+                    let mut batch = StreamBatch::new(schedule, frames, shape, noise, true);
+                    let guidance = Guidance {
+                        cfg_type,
+                        scale: 1.5,
+                        delta: 0.9,
+                    };
+                    let expected_rows = match cfg_type {
+                        CfgType::Full => 2 * rows,
+                        CfgType::Initialize => rows + frames,
+                        _ => rows,
+                    };
+                    assert_eq!(guidance.unet_rows(rows, frames), expected_rows);
+                    for _ in 0..3 {
+                        let x_t =
+                            batch.noise_new_frames(Tensor::<4>::ones([frames, 4, 2, 3], &device));
+                        let out = batch.step(x_t, &prompt, guidance, &mut |input: UnetBatch| {
+                            let [n, ..] = input.sample.dims();
+                            assert_eq!(n, expected_rows, "{cfg_type} {t_index_list:?} f={frames}");
+                            assert_eq!(input.timesteps.dims(), [n]);
+                            assert_eq!(input.context.dims()[0], n);
+                            input.sample * 0.5
+                        });
+                        assert_eq!(out.dims(), [frames, 4, 2, 3]);
+                        assert_eq!(batch.stock_noise().dims(), [rows, 4, 2, 3]);
+                    }
+                }
+            }
+        }
+    }
 }
