@@ -283,7 +283,7 @@ pub fn bench_engine(args: EngineBenchArgs) -> anyhow::Result<()> {
         );
     }
     anyhow::ensure!(
-        args.tiny || (64..=2048).contains(&args.size) && args.size % 64 == 0,
+        args.tiny || (64..=2048).contains(&args.size) && args.size.is_multiple_of(64),
         "--size {} must be a multiple of 64 in 64..=2048",
         args.size
     );

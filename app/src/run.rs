@@ -111,12 +111,23 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         );
     }
     output.check()?;
+    let diffusion_model = args
+        .model
+        .as_deref()
+        .filter(|model| !is_style_network(model));
+    if diffusion_model.is_some() {
+        check_engine_args(&args.engine)?;
+    } else if args.engine.prompt.is_some() {
+        anyhow::bail!(
+            "--prompt needs a Stable Diffusion --model (a diffusers folder or a repo id); the style network takes --style"
+        );
+    }
     let choice: BackendChoice = args.device.parse()?;
     let compute: ComputeDevice = open_device(choice)?;
     let size_px = args.size.unwrap_or(if compute.is_cpu { 256 } else { 512 });
     let mut engine_stats = None;
     let stage: Box<dyn FrameStage> = match args.model.as_deref() {
-        Some(model) if !is_style_network(model) => {
+        Some(model) if diffusion_model.is_some() => {
             let stage = load_engine(model, &args.engine, compute.clone())?;
             engine_stats = Some(stage.stats());
             Box::new(stage)
@@ -170,12 +181,8 @@ fn is_style_network(model: &str) -> bool {
         .is_some_and(|ext| ext.eq_ignore_ascii_case("onnx"))
 }
 
-/// Loads a Stable Diffusion model and builds the engine stage from the command line.
-fn load_engine(
-    model: &str,
-    args: &EngineArgs,
-    compute: ComputeDevice,
-) -> anyhow::Result<EngineStage> {
+/// Checks the engine's arguments before anything is loaded; returns the prompt and cfg type.
+fn check_engine_args(args: &EngineArgs) -> anyhow::Result<(String, CfgType)> {
     let prompt = args
         .prompt
         .clone()
@@ -186,12 +193,34 @@ fn load_engine(
         "--guidance {} must be a number >= 0",
         args.guidance
     );
+    anyhow::ensure!(
+        args.delta.is_finite(),
+        "--delta {} must be a number",
+        args.delta
+    );
+    anyhow::ensure!(
+        !args.t_index.is_empty(),
+        "--t-index needs at least one index"
+    );
+    if let Some(&bad) = args.t_index.iter().find(|&&index| index >= 50) {
+        anyhow::bail!("--t-index {bad} is out of range: the schedule has 50 steps (0..=49)");
+    }
     if let Some(threshold) = args.ssf {
         anyhow::ensure!(
             (0.0..=1.0).contains(&threshold),
             "--ssf {threshold} must be in 0..=1"
         );
     }
+    Ok((prompt, cfg_type))
+}
+
+/// Loads a Stable Diffusion model and builds the engine stage from the command line.
+fn load_engine(
+    model: &str,
+    args: &EngineArgs,
+    compute: ComputeDevice,
+) -> anyhow::Result<EngineStage> {
+    let (prompt, cfg_type) = check_engine_args(args)?;
     let settings = EngineSettings {
         prompt: prompt.clone(),
         negative_prompt: args.negative_prompt.clone(),
