@@ -21,6 +21,8 @@ pub enum BenchCommand {
     /// The StreamDiffusion engine's full img2img frame (TAESD encode, Stream Batch UNet with
     /// RCFG, TAESD decode) at SD-Turbo size with random weights, per step count and cfg type.
     Engine(crate::bench_engine::EngineBenchArgs),
+    /// Dense optical flow per frame pair at 640x480 and 1024x436, with its EPE.
+    Flow(crate::bench_flow::FlowBenchArgs),
 }
 
 /// Arguments of `streamdiff bench style`.
@@ -63,6 +65,7 @@ pub fn bench(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Style(args) => bench_style(args),
         BenchCommand::Unet(args) => crate::bench_unet::bench_unet(args),
         BenchCommand::Engine(args) => crate::bench_engine::bench_engine(args),
+        BenchCommand::Flow(args) => crate::bench_flow::bench_flow(args),
     }
 }
 
@@ -127,7 +130,15 @@ fn bench_style(args: StyleBenchArgs) -> anyhow::Result<()> {
 }
 
 /// Writes a bench report as JSON to `path` (creating its folder), stamped with the time.
-pub(crate) fn write_report(path: &Path, mut report: serde_json::Value) -> anyhow::Result<()> {
+pub(crate) fn write_report(path: &Path, report: serde_json::Value) -> anyhow::Result<()> {
+    store_report(path, report)?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
+
+/// [`write_report`] without the message: for benches that rewrite the file after every row,
+/// so a long run that is stopped keeps what it measured.
+pub(crate) fn store_report(path: &Path, mut report: serde_json::Value) -> anyhow::Result<()> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("cannot create {}", parent.display()))?;
@@ -138,9 +149,7 @@ pub(crate) fn write_report(path: &Path, mut report: serde_json::Value) -> anyhow
         .unwrap_or(0)
         .into();
     std::fs::write(path, serde_json::to_string_pretty(&report)?)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    println!("wrote {}", path.display());
-    Ok(())
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn truncate(text: &str, max_chars: usize) -> String {

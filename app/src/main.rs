@@ -6,7 +6,9 @@
 
 mod bench;
 mod bench_engine;
+mod bench_flow;
 mod bench_unet;
+mod flow;
 mod models;
 mod run;
 
@@ -34,6 +36,11 @@ enum Command {
     Models(models::ModelsCommand),
     /// List the style presets.
     Styles,
+    /// Dense optical flow between two frames, as `.flo` and a picture.
+    Flow(flow::FlowArgs),
+    /// Measure quality: flow accuracy, flicker.
+    #[command(subcommand)]
+    Eval(flow::EvalCommand),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +58,8 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Bench(command) => bench::bench(command),
         Command::Models(command) => models::models(command),
+        Command::Flow(args) => flow::flow(args),
+        Command::Eval(command) => flow::eval(command),
         Command::Styles => {
             for name in streamdiff_models::style::preset_names() {
                 println!("{name}");

@@ -16,6 +16,7 @@ use streamdiff_pipeline::engine::{EngineConfig, StreamEngine};
 use streamdiff_pipeline::runner::{Progress, RunConfig};
 use streamdiff_pipeline::sink::OutputSpec;
 use streamdiff_pipeline::source::{CaptureConfig, SourceSpec};
+use streamdiff_pipeline::stabilise::{StabiliseSettings, StabiliseStage, parse_strength};
 use streamdiff_pipeline::stage::{FrameStage, StyleStage};
 use streamdiff_pipeline::stats::RunSummary;
 use tokio_util::sync::CancellationToken;
@@ -54,6 +55,10 @@ pub struct RunArgs {
     /// Print the summary as JSON instead of text.
     #[arg(long)]
     json: bool,
+    /// Flow-guided temporal stabilisation against flicker, strength 0.0 (off) ..= 1.0
+    /// [default when given without a value: 0.8].
+    #[arg(long, num_args = 0..=1, default_missing_value = "0.8", value_name = "STRENGTH")]
+    stabilise: Option<String>,
 }
 
 /// Settings of the StreamDiffusion engine (used with a Stable Diffusion `--model`).
@@ -110,6 +115,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             SIZE_RANGE_PX.end()
         );
     }
+    let stabilise = args.stabilise.as_deref().map(parse_strength).transpose()?;
     output.check()?;
     let diffusion_model = args
         .model
@@ -126,7 +132,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let compute: ComputeDevice = open_device(choice)?;
     let size_px = args.size.unwrap_or(if compute.is_cpu { 256 } else { 512 });
     let mut engine_stats = None;
-    let stage: Box<dyn FrameStage> = match args.model.as_deref() {
+    let inner: Box<dyn FrameStage> = match args.model.as_deref() {
         Some(model) if diffusion_model.is_some() => {
             let stage = load_engine(model, &args.engine, compute.clone())?;
             engine_stats = Some(stage.stats());
@@ -136,6 +142,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             let model_path = model.map_or_else(default_multistyle_path, PathBuf::from);
             Box::new(StyleStage::load(&model_path, compute.clone(), style)?)
         }
+    };
+    let stage: Box<dyn FrameStage> = match stabilise {
+        Some(strength) => Box::new(StabiliseStage::new(
+            inner,
+            &compute,
+            StabiliseSettings { strength },
+        )?),
+        None => inner,
     };
 
     let mut capture = CaptureConfig::new(source, size_px);

@@ -10,9 +10,13 @@
 mod common;
 
 use burn::tensor::{Tensor, TensorData};
-use common::{ATOL, RTOL, assert_close, device, float, read_io, sd_fixture};
+use common::{
+    ATOL, F16_RANGE_FRACTION, F16_RELATIVE_L2, RTOL, assert_close, assert_close_f16, device, float,
+    read_io, sd_fixture,
+};
 use streamdiff_models::device::BackendChoice;
 use streamdiff_models::sd::SdError;
+use streamdiff_models::sd::precision::{Precision, cast_module};
 use streamdiff_models::sd::taesd::{Taesd, TaesdConfig};
 use streamdiff_models::testdata;
 
@@ -59,6 +63,45 @@ fn check_backend(choice: BackendChoice) {
     )
     .expect(".pth state dicts load");
     check_model(&model, &format!("{name} pth"), &device);
+}
+
+/// TAESD cast to f16 against diffusers' f32 outputs: about 3 decimal digits per operation over
+/// ~40 convolutions; the tolerance is well above the measured error (printed).
+fn check_f16(choice: BackendChoice) {
+    let (device, name) = device(choice);
+    let model = Taesd::from_pretrained(&sd_fixture("taesd"), &device).expect("loads");
+    let model = cast_module(model, Precision::F16);
+    let io = read_io(&sd_fixture("taesd/io.safetensors"));
+    let latents = model.encode(float::<4>(&io["image"], &device));
+    assert_eq!(latents.dtype(), burn::tensor::DType::F32);
+    let encode_error = assert_close_f16(
+        &format!("{name} f16 encode"),
+        latents,
+        &io["latents"],
+        F16_RELATIVE_L2,
+        F16_RANGE_FRACTION,
+    );
+    let decoded = model.decode(float::<4>(&io["latents"], &device));
+    let decode_error = assert_close_f16(
+        &format!("{name} f16 decode"),
+        decoded,
+        &io["decoded"],
+        F16_RELATIVE_L2,
+        F16_RANGE_FRACTION,
+    );
+    println!(
+        "{name} TAESD f16: relative L2 error encode {encode_error:.2e}, decode {decode_error:.2e}"
+    );
+}
+
+#[test]
+fn taesd_in_f16_matches_diffusers_on_flex() {
+    check_f16(BackendChoice::Flex);
+}
+
+#[test]
+fn taesd_in_f16_matches_diffusers_on_wgpu() {
+    check_f16(BackendChoice::Wgpu);
 }
 
 #[test]

@@ -7,9 +7,13 @@
 
 mod common;
 
-use common::{ATOL, RTOL, assert_close, device, float, read_io, sd_fixture};
+use common::{
+    ATOL, F16_RANGE_FRACTION, F16_RELATIVE_L2, RTOL, assert_close, assert_close_f16, device, float,
+    read_io, sd_fixture,
+};
 use streamdiff_models::device::BackendChoice;
 use streamdiff_models::sd::SdError;
+use streamdiff_models::sd::precision::{Precision, cast_module};
 use streamdiff_models::sd::unet::UNet2DConditionModel;
 
 fn check(choice: BackendChoice, fixture: &str) {
@@ -30,6 +34,47 @@ fn check(choice: BackendChoice, fixture: &str) {
             RTOL,
         );
     }
+}
+
+/// The UNet cast to f16 computes in f16 (its output differs from f32's) and still matches
+/// diffusers' f32 output within the f16 tolerance; inputs and output stay f32.
+fn check_f16(choice: BackendChoice, fixture: &str) {
+    let (device, name) = device(choice);
+    let dir = sd_fixture(fixture);
+    let model = UNet2DConditionModel::from_pretrained(&dir, &device).expect("UNet loads");
+    let io = read_io(&dir.join("io.safetensors"));
+    let sample = float::<4>(&io["sample_0"], &device);
+    let timesteps = float::<1>(&io["timestep_0"], &device);
+    let context = float::<3>(&io["encoder_hidden_states_0"], &device);
+    let full = model.forward(sample.clone(), timesteps.clone(), context.clone());
+    let half = cast_module(model, Precision::F16).forward(sample, timesteps, context);
+    assert_eq!(
+        half.dtype(),
+        burn::tensor::DType::F32,
+        "output in the caller's dtype"
+    );
+    let changed: f32 = (half.clone() - full).abs().max().into_scalar();
+    assert!(
+        changed > 0.0,
+        "{name}: f16 output equals f32 output: not computed in f16"
+    );
+    assert_close_f16(
+        &format!("{name} {fixture} f16"),
+        half,
+        &io["out_0"],
+        F16_RELATIVE_L2,
+        F16_RANGE_FRACTION,
+    );
+}
+
+#[test]
+fn unet_sd21_in_f16_matches_diffusers_on_flex() {
+    check_f16(BackendChoice::Flex, "unet_sd21");
+}
+
+#[test]
+fn unet_sd21_in_f16_matches_diffusers_on_wgpu() {
+    check_f16(BackendChoice::Wgpu, "unet_sd21");
 }
 
 #[test]

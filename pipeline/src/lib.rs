@@ -4,12 +4,14 @@
 //! Data flows one way: source → input queue → stage → output queue → output. The stage is the
 //! default style network or the StreamDiffusion engine ([`engine`]).
 
+pub mod decode;
 pub mod engine;
 pub mod frame;
 pub mod queue;
 pub mod runner;
 pub mod sink;
 pub mod source;
+pub mod stabilise;
 pub mod stage;
 pub mod stats;
 
@@ -34,4 +36,7 @@ pub enum PipelineError {
     /// The stream-batch engine was set up or driven wrongly (bad schedule, frame size, ...).
     #[error("{0}")]
     Engine(String),
+    /// The flow kernels (stabilisation) failed.
+    #[error(transparent)]
+    Shader(#[from] streamdiff_shaders::ShaderError),
 }

@@ -6,11 +6,12 @@
 //!
 //! Every module loads the real checkpoint layouts (diffusers folders and the original
 //! PyTorch state dicts) and runs on whatever burn device it is given. Weights in fp16 or fp32
-//! files load; compute is f32.
+//! files load; compute is f32 or f16 ([`precision`]).
 
 pub mod clip;
 pub mod ops;
 pub mod pipeline;
+pub mod precision;
 pub mod taesd;
 pub mod tokenizer;
 pub mod unet;
@@ -134,6 +135,9 @@ pub enum SdError {
         /// The data type in the file.
         found: String,
     },
+    /// A precision name that is neither f32 nor f16.
+    #[error("unknown precision `{0}`; use f32 or f16")]
+    UnknownPrecision(String),
 }
 
 /// Reads a text file (a config, a vocabulary), telling a missing file from an unreadable one.

@@ -29,6 +29,7 @@ use burn::tensor::Device;
 
 use super::SdError;
 use super::clip::{ClipTextConfig, ClipTextModel};
+use super::precision::{Precision, cast_module};
 use super::taesd::{Taesd, TaesdConfig};
 use super::tokenizer::ClipTokenizer;
 use super::unet::{UNet2DConditionModel, UNetConfig};
@@ -442,7 +443,8 @@ fn vae_layout(dir: &Path, variant: WeightVariant) -> Result<AutoencoderLayout, S
 }
 
 /// A loaded Stable Diffusion model: tokenizer, text encoder, UNet and (when there is one we
-/// can run) the TAESD autoencoder. Parameters are f32 whatever the files hold.
+/// can run) the TAESD autoencoder. Parameters load as f32 whatever the files hold;
+/// [`StableDiffusion::with_precision`] casts the UNet and the autoencoder to f16.
 #[derive(Debug)]
 pub struct StableDiffusion {
     /// Where every component came from.
@@ -499,6 +501,19 @@ impl StableDiffusion {
             unet,
             autoencoder,
         })
+    }
+
+    /// The model with the UNet and the autoencoder computing in `precision` (inputs and
+    /// outputs keep the caller's dtype). The text encoder stays f32: it runs once per prompt,
+    /// off the per-frame path, and its output conditions every frame.
+    pub fn with_precision(self, precision: Precision) -> Self {
+        Self {
+            unet: cast_module(self.unet, precision),
+            autoencoder: self
+                .autoencoder
+                .map(|autoencoder| cast_module(autoencoder, precision)),
+            ..self
+        }
     }
 }
 

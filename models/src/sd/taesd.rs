@@ -26,6 +26,7 @@ use serde::Deserialize;
 
 use super::SdError;
 use super::ops::conv2d;
+use super::precision::to_dtype;
 use super::weights::{load_module, remapper};
 
 /// The decoder's `tanh(z / m) * m` soft clamp of its input latents, `m` in latent units.
@@ -312,8 +313,10 @@ impl TaesdEncoder {
 
     /// `[batch, 3, height, width]` in `[0, 1]`, sides multiples of 8, to
     /// `[batch, latent_channels, height / 8, width / 8]`.
+    ///
+    /// Computes in the precision of the weights; the result has `image`'s dtype.
     pub fn forward(&self, image: Tensor<4>) -> Tensor<4> {
-        self.layers.iter().fold(image, |x, layer| layer.forward(x))
+        run_layers(&self.layers, image)
     }
 }
 
@@ -330,11 +333,24 @@ impl TaesdDecoder {
     }
 
     /// `[batch, latent_channels, h, w]` to `[batch, 3, 8h, 8w]` in about `[0, 1]`.
+    ///
+    /// Computes in the precision of the weights; the result has `latents`' dtype.
     pub fn forward(&self, latents: Tensor<4>) -> Tensor<4> {
-        self.layers
-            .iter()
-            .fold(latents, |x, layer| layer.forward(x))
+        run_layers(&self.layers, latents)
     }
+}
+
+/// The `nn.Sequential` in the dtype of its first convolution's weights, returned in the input's.
+fn run_layers(layers: &[TaeLayer], input: Tensor<4>) -> Tensor<4> {
+    let caller_dtype = input.dtype();
+    let dtype = layers
+        .iter()
+        .find_map(|layer| layer.conv.as_ref())
+        .map_or(caller_dtype, |conv| conv.weight.val().dtype());
+    let out = layers
+        .iter()
+        .fold(to_dtype(input, dtype), |x, layer| layer.forward(x));
+    to_dtype(out, caller_dtype)
 }
 
 /// Encoder and decoder together, with diffusers' `AutoencoderTiny` conventions.

@@ -18,10 +18,11 @@ use burn::nn::{
 use burn::tensor::activation::{gelu, silu};
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{DType, Device, Tensor};
 
 use super::SdError;
 use super::ops::{attention, conv2d};
+use super::precision::to_dtype;
 use super::weights::{load_module, remapper};
 
 /// GroupNorm epsilon of the transformer blocks' input norm (fixed in diffusers).
@@ -524,13 +525,25 @@ impl UNet2DConditionModel {
 
     /// Predicts the noise: `sample` `[batch, in_channels, h, w]` (sides multiples of
     /// 2^(levels-1)), `timesteps` `[batch]` (as floats), `context` `[batch, 77, cross_dim]`.
+    ///
+    /// Computes in the precision of the module's parameters (see
+    /// [`cast_module`](super::precision::cast_module)); the result has `sample`'s dtype.
     pub fn forward(
         &self,
         sample: Tensor<4>,
         timesteps: Tensor<1>,
         context: Tensor<3>,
     ) -> Tensor<4> {
-        let features = self.timestep_features(timesteps);
+        let caller_dtype = sample.dtype();
+        let dtype = self.conv_in.weight.val().dtype();
+        let sample = to_dtype(sample, dtype);
+        let context = to_dtype(context, dtype);
+        // The sinusoids are computed in f32 (timesteps up to 999 times frequencies lose
+        // their phase in f16), then narrowed.
+        let features = to_dtype(
+            self.timestep_features(to_dtype(timesteps, DType::F32)),
+            dtype,
+        );
         let time = self
             .time_embedding
             .linear_2
@@ -580,7 +593,8 @@ impl UNet2DConditionModel {
             }
         }
 
-        conv2d(&self.conv_out, silu(self.conv_norm_out.forward(x)))
+        let out = conv2d(&self.conv_out, silu(self.conv_norm_out.forward(x)));
+        to_dtype(out, caller_dtype)
     }
 }
 
