@@ -420,3 +420,29 @@ fn live_settings_and_size_change_keep_every_frame() {
     );
     assert_eq!((stats.frames_in, stats.frames_out), (11, 11));
 }
+
+#[test]
+fn stabilisation_around_the_engine_keeps_every_frame_in_order() {
+    use streamdiff_pipeline::stabilise::{StabiliseSettings, StabiliseStage};
+    let frames = fixture_frames()[..5].to_vec();
+    let inner = stage(settings(CfgType::SelfNegative, vec![16, 32, 45]));
+    let mut stabilised = StabiliseStage::new(
+        Box::new(inner),
+        &compute(),
+        StabiliseSettings { strength: 0.8 },
+    )
+    .expect("stabiliser");
+    assert_eq!(stabilised.delay_frames(), 2);
+    let mut out = Vec::new();
+    for (i, rgb) in frames.iter().enumerate() {
+        out.extend(
+            stabilised
+                .process_aligned(video_frame(rgb.clone(), i as u64, 48, 32))
+                .expect("process"),
+        );
+    }
+    out.extend(stabilised.finish().expect("finish"));
+    let sequences: Vec<u64> = out.iter().map(|f| f.sequence).collect();
+    assert_eq!(sequences, vec![0, 1, 2, 3, 4]);
+    assert!(out.iter().all(VideoFrame::is_consistent));
+}
