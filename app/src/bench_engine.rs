@@ -6,7 +6,8 @@
 //! stream batch fills), then `--iterations` timed frames. Every stage ends by reading its
 //! result back (the latents, the denoised latents, the decoded frame), so each stage's time
 //! is the device's; the two small latent read-backs are the only work a live run does not do.
-//! Medians are reported; fps is 1000 / median frame time. Compute is f32.
+//! Medians are reported; fps is 1000 / median frame time. `--precision` picks f32 and/or f16
+//! compute for the UNet and TAESD (the scheduler maths is f32).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use streamdiff_models::device::{BackendChoice, ComputeDevice, open_device};
+use streamdiff_models::sd::precision::{Precision, cast_module};
 use streamdiff_models::sd::taesd::TaesdConfig;
 use streamdiff_models::sd::unet::UNetConfig;
 use streamdiff_pipeline::engine::scheduler::SchedulerConfig;
@@ -56,6 +58,10 @@ pub struct EngineBenchArgs {
     /// test of the bench itself, for CPU devices. Its numbers say nothing about SD-Turbo.
     #[arg(long)]
     tiny: bool,
+    /// Compute precisions of the UNet and TAESD, comma-separated: f32, f16 (f16 needs a
+    /// device with f16 arithmetic; the scheduler maths stays f32).
+    #[arg(long, value_delimiter = ',', default_value = "f32")]
+    precision: Vec<String>,
     /// Where to write the JSON results.
     #[arg(long, default_value = "out/bench-engine.json")]
     json: PathBuf,
@@ -72,7 +78,7 @@ struct Record {
     unet_rows: usize,
     width_px: usize,
     height_px: usize,
-    dtype: &'static str,
+    precision: &'static str,
     iterations: usize,
     encode_ms_p50: f64,
     unet_ms_p50: f64,
@@ -181,6 +187,7 @@ fn random_embeds(width: usize, device: &Device) -> PromptEmbeds {
 fn measure_device(
     args: &EngineBenchArgs,
     compute: &ComputeDevice,
+    precision: Precision,
     cfg_types: &[CfgType],
     records: &mut Vec<Record>,
 ) -> anyhow::Result<()> {
@@ -202,8 +209,8 @@ fn measure_device(
     } else {
         (UNetConfig::sd21(), args.size)
     };
-    let unet = unet_config.init(device);
-    let taesd = TaesdConfig::new().init(device);
+    let unet = cast_module(unet_config.init(device), precision);
+    let taesd = cast_module(TaesdConfig::new().init(device), precision);
     let prompt = random_embeds(unet_config.cross_attention_dim, device);
     // A deterministic textured frame in [-1, 1].
     let frame: Vec<f32> = (0..3 * side_px * side_px)
@@ -242,7 +249,7 @@ fn measure_device(
                 unet_rows: rows,
                 width_px: side_px,
                 height_px: side_px,
-                dtype: "f32",
+                precision: precision.name(),
                 iterations: args.iterations,
                 encode_ms_p50: times.encode.percentile_ms(50.0),
                 unet_ms_p50: times.unet.percentile_ms(50.0),
@@ -256,8 +263,9 @@ fn measure_device(
                 },
             };
             println!(
-                "{:<6} {:>5} {:<10} {:>4} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>8.2}",
+                "{:<6} {:<4} {:>5} {:<10} {:>4} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>8.2}",
                 record.backend,
+                record.precision,
                 record.steps,
                 record.cfg.to_string(),
                 record.unet_rows,
@@ -293,25 +301,45 @@ pub fn bench_engine(args: EngineBenchArgs) -> anyhow::Result<()> {
         .map(|name| name.parse::<CfgType>().map_err(anyhow::Error::msg))
         .collect::<anyhow::Result<Vec<_>>>()?;
     anyhow::ensure!(!cfg_types.is_empty(), "--cfg needs at least one type");
+    let precisions = args
+        .precision
+        .iter()
+        .map(|name| name.parse::<Precision>())
+        .collect::<Result<Vec<_>, _>>()?;
+    anyhow::ensure!(
+        !precisions.is_empty(),
+        "--precision needs at least one of f32, f16"
+    );
     println!(
-        "{:<6} {:>5} {:<10} {:>4} {:>10} {:>10} {:>10} {:>10} {:>8}",
-        "device", "steps", "cfg", "rows", "encode ms", "unet ms", "decode ms", "frame ms", "fps"
+        "{:<6} {:<4} {:>5} {:<10} {:>4} {:>10} {:>10} {:>10} {:>10} {:>8}",
+        "device",
+        "prec",
+        "steps",
+        "cfg",
+        "rows",
+        "encode ms",
+        "unet ms",
+        "decode ms",
+        "frame ms",
+        "fps"
     );
     let mut records = Vec::new();
     for device_name in &args.device {
         let choice: BackendChoice = device_name.parse()?;
         let compute = open_device(choice)?;
-        eprintln!(
-            "{}: {} ({}, random weights, f32)",
-            compute.backend,
-            compute.adapter,
-            if args.tiny {
-                "tiny UNet, 128x128"
-            } else {
-                "SD 2.1 / SD-Turbo UNet and TAESD"
-            }
-        );
-        measure_device(&args, &compute, &cfg_types, &mut records)?;
+        for &precision in &precisions {
+            eprintln!(
+                "{}: {} ({}, random weights, {precision})",
+                compute.backend,
+                compute.adapter,
+                if args.tiny {
+                    "tiny UNet, 128x128"
+                } else {
+                    "SD 2.1 / SD-Turbo UNet and TAESD"
+                }
+            );
+            measure_device(&args, &compute, precision, &cfg_types, &mut records)?;
+        }
     }
     let report = serde_json::json!({
         "bench": "engine",

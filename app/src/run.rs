@@ -9,6 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use streamdiff_models::device::{BackendChoice, ComputeDevice, open_device};
 use streamdiff_models::paths::default_multistyle_path;
 use streamdiff_models::sd::pipeline::{LoadOptions, StableDiffusion};
+use streamdiff_models::sd::precision::Precision;
 use streamdiff_models::style::{DEFAULT_STYLE, StyleMix};
 use streamdiff_pipeline::engine::stage::{EngineSettings, EngineStage, EngineStats};
 use streamdiff_pipeline::engine::stream_batch::{CfgType, Guidance};
@@ -96,6 +97,10 @@ pub struct EngineArgs {
     /// A TAESD to encode and decode with (folder or repo id) instead of the model's `vae/`.
     #[arg(long)]
     taesd: Option<String>,
+    /// Compute precision of the UNet and TAESD: f32 or f16 (f16 needs a GPU with f16
+    /// arithmetic).
+    #[arg(long, default_value = "f32")]
+    precision: String,
 }
 
 /// Smallest and largest processing sizes we accept.
@@ -225,6 +230,7 @@ fn check_engine_args(args: &EngineArgs) -> anyhow::Result<(String, CfgType)> {
             "--ssf {threshold} must be in 0..=1"
         );
     }
+    args.precision.parse::<Precision>()?;
     Ok((prompt, cfg_type))
 }
 
@@ -235,6 +241,7 @@ fn load_engine(
     compute: ComputeDevice,
 ) -> anyhow::Result<EngineStage> {
     let (prompt, cfg_type) = check_engine_args(args)?;
+    let precision: Precision = args.precision.parse()?;
     let settings = EngineSettings {
         prompt: prompt.clone(),
         negative_prompt: args.negative_prompt.clone(),
@@ -261,7 +268,8 @@ fn load_engine(
         ..LoadOptions::default()
     };
     let sd = StableDiffusion::from_pretrained(model, &options, &compute.device)
-        .with_context(|| format!("cannot load the Stable Diffusion model `{model}`"))?;
+        .with_context(|| format!("cannot load the Stable Diffusion model `{model}`"))?
+        .with_precision(precision);
     let parts = StreamEngine::from_model(
         sd,
         config,
