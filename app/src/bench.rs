@@ -18,6 +18,9 @@ pub enum BenchCommand {
     /// The SD-Turbo-size UNet (random weights) per batch size, TAESD encode/decode at
     /// 512x512, and one convolution and attention call.
     Unet(crate::bench_unet::UnetBenchArgs),
+    /// The StreamDiffusion engine's full img2img frame (TAESD encode, Stream Batch UNet with
+    /// RCFG, TAESD decode) at SD-Turbo size with random weights, per step count and cfg type.
+    Engine(crate::bench_engine::EngineBenchArgs),
     /// Dense optical flow per frame pair at 640x480 and 1024x436, with its EPE.
     Flow(crate::bench_flow::FlowBenchArgs),
 }
@@ -61,6 +64,7 @@ pub fn bench(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Style(args) => bench_style(args),
         BenchCommand::Unet(args) => crate::bench_unet::bench_unet(args),
+        BenchCommand::Engine(args) => crate::bench_engine::bench_engine(args),
         BenchCommand::Flow(args) => crate::bench_flow::bench_flow(args),
     }
 }

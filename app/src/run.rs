@@ -1,4 +1,5 @@
-//! `streamdiff run`: source → style model → file or window.
+//! `streamdiff run`: source → model stage → file or window. The stage is the 26-style network
+//! by default, or the StreamDiffusion engine when `--model` names a Stable Diffusion model.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -7,7 +8,12 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use streamdiff_models::device::{BackendChoice, ComputeDevice, open_device};
 use streamdiff_models::paths::default_multistyle_path;
+use streamdiff_models::sd::pipeline::{LoadOptions, StableDiffusion};
+use streamdiff_models::sd::precision::Precision;
 use streamdiff_models::style::{DEFAULT_STYLE, StyleMix};
+use streamdiff_pipeline::engine::stage::{EngineSettings, EngineStage, EngineStats};
+use streamdiff_pipeline::engine::stream_batch::{CfgType, Guidance};
+use streamdiff_pipeline::engine::{EngineConfig, StreamEngine};
 use streamdiff_pipeline::runner::{Progress, RunConfig};
 use streamdiff_pipeline::sink::OutputSpec;
 use streamdiff_pipeline::source::{CaptureConfig, SourceSpec};
@@ -40,9 +46,13 @@ pub struct RunArgs {
     /// Stop after this many input frames.
     #[arg(long)]
     frames: Option<u64>,
-    /// The style model file [default: the one installed by setup].
+    /// A style network `.onnx` file, or a Stable Diffusion model (a diffusers folder or a repo
+    /// id in the Hugging Face cache) to run the StreamDiffusion engine [default: the style
+    /// network installed by setup].
     #[arg(long)]
-    model: Option<PathBuf>,
+    model: Option<String>,
+    #[command(flatten)]
+    engine: EngineArgs,
     /// Print the summary as JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -50,6 +60,47 @@ pub struct RunArgs {
     /// [default when given without a value: 0.8].
     #[arg(long, num_args = 0..=1, default_missing_value = "0.8", value_name = "STRENGTH")]
     stabilise: Option<String>,
+}
+
+/// Settings of the StreamDiffusion engine (used with a Stable Diffusion `--model`).
+#[derive(clap::Args, Debug)]
+pub struct EngineArgs {
+    /// What to turn the video into (needed with a Stable Diffusion model).
+    #[arg(long)]
+    prompt: Option<String>,
+    /// What to steer away from (used by `--cfg full` and `initialize`).
+    #[arg(long, default_value = "")]
+    negative_prompt: String,
+    /// Indices into the 50-step LCM schedule, noisiest first; one index per denoising step.
+    /// Larger first index = closer to the input.
+    #[arg(long = "t-index", value_delimiter = ',', default_value = "32,45")]
+    t_index: Vec<usize>,
+    /// Residual CFG: none, full, self or initialize.
+    #[arg(long = "cfg", default_value = "self")]
+    cfg: String,
+    /// Guidance scale (guidance is on above 1).
+    #[arg(long, default_value_t = 1.2)]
+    guidance: f32,
+    /// RCFG delta: weight of the stock noise as the negative prediction.
+    #[arg(long, default_value_t = 1.0)]
+    delta: f32,
+    /// Stochastic similarity filter threshold (e.g. 0.98): near-identical frames are skipped
+    /// and the previous output is shown. Off when not given.
+    #[arg(long)]
+    ssf: Option<f64>,
+    /// Most similar frames skipped before one is forced through (with --ssf).
+    #[arg(long, default_value_t = 10)]
+    ssf_max_skip: u32,
+    /// Seed of the fixed per-step noise.
+    #[arg(long, default_value_t = 2)]
+    seed: u64,
+    /// A TAESD to encode and decode with (folder or repo id) instead of the model's `vae/`.
+    #[arg(long)]
+    taesd: Option<String>,
+    /// Compute precision of the UNet and TAESD: f32 or f16 (f16 needs a GPU with f16
+    /// arithmetic).
+    #[arg(long, default_value = "f32")]
+    precision: String,
 }
 
 /// Smallest and largest processing sizes we accept.
@@ -71,18 +122,39 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let stabilise = args.stabilise.as_deref().map(parse_strength).transpose()?;
     output.check()?;
+    let diffusion_model = args
+        .model
+        .as_deref()
+        .filter(|model| !is_style_network(model));
+    if diffusion_model.is_some() {
+        check_engine_args(&args.engine)?;
+    } else if args.engine.prompt.is_some() {
+        anyhow::bail!(
+            "--prompt needs a Stable Diffusion --model (a diffusers folder or a repo id); the style network takes --style"
+        );
+    }
     let choice: BackendChoice = args.device.parse()?;
     let compute: ComputeDevice = open_device(choice)?;
     let size_px = args.size.unwrap_or(if compute.is_cpu { 256 } else { 512 });
-    let model_path = args.model.unwrap_or_else(default_multistyle_path);
-    let style_stage = StyleStage::load(&model_path, compute.clone(), style)?;
+    let mut engine_stats = None;
+    let inner: Box<dyn FrameStage> = match args.model.as_deref() {
+        Some(model) if diffusion_model.is_some() => {
+            let stage = load_engine(model, &args.engine, compute.clone())?;
+            engine_stats = Some(stage.stats());
+            Box::new(stage)
+        }
+        model => {
+            let model_path = model.map_or_else(default_multistyle_path, PathBuf::from);
+            Box::new(StyleStage::load(&model_path, compute.clone(), style)?)
+        }
+    };
     let stage: Box<dyn FrameStage> = match stabilise {
         Some(strength) => Box::new(StabiliseStage::new(
-            Box::new(style_stage),
+            inner,
             &compute,
             StabiliseSettings { strength },
         )?),
-        None => Box::new(style_stage),
+        None => inner,
     };
 
     let mut capture = CaptureConfig::new(source, size_px);
@@ -105,7 +177,109 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         let _ = display.await;
         result
     })?;
-    report(&summary, &output, &compute, size_px, args.json)
+    let engine_stats = engine_stats.map(|stats| {
+        stats
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    });
+    report(
+        &summary,
+        engine_stats.as_ref(),
+        &output,
+        &compute,
+        size_px,
+        args.json,
+    )
+}
+
+/// A `--model` that names the style network: an `.onnx` file.
+fn is_style_network(model: &str) -> bool {
+    std::path::Path::new(model)
+        .extension()
+        .is_some_and(|ext| ext.eq_ignore_ascii_case("onnx"))
+}
+
+/// Checks the engine's arguments before anything is loaded; returns the prompt and cfg type.
+fn check_engine_args(args: &EngineArgs) -> anyhow::Result<(String, CfgType)> {
+    let prompt = args
+        .prompt
+        .clone()
+        .context("--prompt is needed with a Stable Diffusion --model")?;
+    let cfg_type: CfgType = args.cfg.parse().map_err(anyhow::Error::msg)?;
+    anyhow::ensure!(
+        args.guidance.is_finite() && args.guidance >= 0.0,
+        "--guidance {} must be a number >= 0",
+        args.guidance
+    );
+    anyhow::ensure!(
+        args.delta.is_finite(),
+        "--delta {} must be a number",
+        args.delta
+    );
+    anyhow::ensure!(
+        !args.t_index.is_empty(),
+        "--t-index needs at least one index"
+    );
+    if let Some(&bad) = args.t_index.iter().find(|&&index| index >= 50) {
+        anyhow::bail!("--t-index {bad} is out of range: the schedule has 50 steps (0..=49)");
+    }
+    if let Some(threshold) = args.ssf {
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&threshold),
+            "--ssf {threshold} must be in 0..=1"
+        );
+    }
+    args.precision.parse::<Precision>()?;
+    Ok((prompt, cfg_type))
+}
+
+/// Loads a Stable Diffusion model and builds the engine stage from the command line.
+fn load_engine(
+    model: &str,
+    args: &EngineArgs,
+    compute: ComputeDevice,
+) -> anyhow::Result<EngineStage> {
+    let (prompt, cfg_type) = check_engine_args(args)?;
+    let precision: Precision = args.precision.parse()?;
+    let settings = EngineSettings {
+        prompt: prompt.clone(),
+        negative_prompt: args.negative_prompt.clone(),
+        guidance_scale: args.guidance,
+        delta: args.delta,
+        cfg_type,
+        t_index_list: args.t_index.clone(),
+        seed: args.seed,
+        ssf_threshold: args.ssf,
+        ssf_max_skip_frames: args.ssf_max_skip,
+    };
+    let config = EngineConfig {
+        t_index_list: args.t_index.clone(),
+        guidance: Guidance {
+            cfg_type,
+            scale: args.guidance,
+            delta: args.delta,
+        },
+        seed: args.seed,
+        ..EngineConfig::default()
+    };
+    let options = LoadOptions {
+        taesd: args.taesd.clone(),
+        ..LoadOptions::default()
+    };
+    let sd = StableDiffusion::from_pretrained(model, &options, &compute.device)
+        .with_context(|| format!("cannot load the Stable Diffusion model `{model}`"))?
+        .with_precision(precision);
+    let parts = StreamEngine::from_model(
+        sd,
+        config,
+        &prompt,
+        &args.negative_prompt,
+        compute.device.clone(),
+    )?;
+    let stage = EngineStage::new(parts.engine, parts.prompts, compute, settings)?;
+    eprintln!("engine: {}", stage.name());
+    Ok(stage)
 }
 
 /// First Ctrl-C: finish gracefully (the output file stays valid). Second: quit at once.
@@ -154,13 +328,18 @@ async fn show_progress(mut progress: tokio::sync::watch::Receiver<Progress>, liv
 
 fn report(
     summary: &RunSummary,
+    engine: Option<&EngineStats>,
     output: &OutputSpec,
     compute: &ComputeDevice,
     size_px: usize,
     json: bool,
 ) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(summary)?);
+        let mut value = serde_json::to_value(summary)?;
+        if let Some(engine) = engine {
+            value["engine"] = serde_json::to_value(engine)?;
+        }
+        println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
     }
     if let Some(warning) = &summary.input_warning {
@@ -180,6 +359,19 @@ fn report(
         "device: {} ({}), size {} px",
         compute.backend, compute.adapter, size_px
     );
+    if let Some(engine) = engine {
+        println!(
+            "engine: {} UNet calls of {} rows ({} to flush), delay {} frames, {} prompt swaps | similarity filter skipped {} of {} (forced {})",
+            engine.unet_calls,
+            engine.unet_rows,
+            engine.flush_calls,
+            engine.delay_frames,
+            engine.prompt_swaps,
+            engine.ssf.skipped,
+            engine.ssf.checked,
+            engine.ssf.forced
+        );
+    }
     if let OutputSpec::File(path) = output {
         println!("wrote {}", path.display());
     }

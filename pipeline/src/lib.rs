@@ -1,9 +1,11 @@
 //! streamdiff's live path: GStreamer capture and output, the bounded frame queues, the model
 //! stage abstraction and the runner that ties them together.
 //!
-//! Data flows one way: source → input queue → stage → output queue → output.
+//! Data flows one way: source → input queue → stage → output queue → output. The stage is the
+//! default style network or the StreamDiffusion engine ([`engine`]).
 
 pub mod decode;
+pub mod engine;
 pub mod frame;
 pub mod queue;
 pub mod runner;
@@ -28,6 +30,12 @@ pub enum PipelineError {
     /// The model failed to load or run.
     #[error(transparent)]
     Model(#[from] streamdiff_models::ModelError),
+    /// A Stable Diffusion model failed to load.
+    #[error(transparent)]
+    Sd(#[from] streamdiff_models::sd::SdError),
+    /// The stream-batch engine was set up or driven wrongly (bad schedule, frame size, ...).
+    #[error("{0}")]
+    Engine(String),
     /// The flow kernels (stabilisation) failed.
     #[error(transparent)]
     Shader(#[from] streamdiff_shaders::ShaderError),

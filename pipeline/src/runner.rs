@@ -96,12 +96,14 @@ pub async fn run(
             .spawn(move || {
                 let mut timings = DurationStats::default();
                 let mut result = Ok(());
+                let mut output_failed = false;
                 while let Some(frame) = runtime.block_on(input.pop()) {
                     let begun = Instant::now();
-                    match stage.process(frame) {
-                        Ok(frame) => {
+                    match stage.process_aligned(frame) {
+                        Ok(frames) => {
                             timings.record(begun.elapsed());
-                            if runtime.block_on(output_queue.push(frame)).is_err() {
+                            if push_all(&runtime, &output_queue, frames).is_err() {
+                                output_failed = true;
                                 break; // The output failed; it reports why.
                             }
                         }
@@ -110,6 +112,16 @@ pub async fn run(
                             input.close();
                             break;
                         }
+                    }
+                }
+                // A delayed stage still holds frames: they come out at the end, so every
+                // input frame has its output.
+                if result.is_ok() && !output_failed {
+                    match stage.finish() {
+                        Ok(frames) => {
+                            let _ = push_all(&runtime, &output_queue, frames);
+                        }
+                        Err(err) => result = Err(err),
                     }
                 }
                 output_queue.close();
@@ -250,4 +262,18 @@ fn join<T>(thread: std::thread::JoinHandle<T>) -> Result<T, PipelineError> {
     thread
         .join()
         .map_err(|_| PipelineError::Gstreamer("a pipeline thread panicked".into()))
+}
+
+/// Pushes frames to the output queue in order; an error means the output has gone.
+fn push_all(
+    runtime: &tokio::runtime::Handle,
+    queue: &FrameQueue<VideoFrame>,
+    frames: Vec<VideoFrame>,
+) -> Result<(), ()> {
+    for frame in frames {
+        if runtime.block_on(queue.push(frame)).is_err() {
+            return Err(());
+        }
+    }
+    Ok(())
 }

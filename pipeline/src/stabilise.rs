@@ -2,6 +2,7 @@
 //! stabilised frame forward along the optical flow of the input and blends it into the new
 //! output where the scene is the same (forward–backward consistent, photometrically close).
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use streamdiff_models::device::ComputeDevice;
@@ -61,6 +62,8 @@ pub struct StabiliseStage {
     /// Shared with controllers (GUI, element); copied out once per frame.
     settings: Arc<Mutex<StabiliseSettings>>,
     previous: Option<Previous>,
+    /// Inputs whose output a delayed inner stage has not returned yet: (sequence, pixels).
+    pending_inputs: VecDeque<(u64, Vec<u8>)>,
 }
 
 impl StabiliseStage {
@@ -77,6 +80,7 @@ impl StabiliseStage {
             engine,
             settings: Arc::new(Mutex::new(settings)),
             previous: None,
+            pending_inputs: VecDeque::new(),
         })
     }
 
@@ -92,12 +96,66 @@ impl FrameStage for StabiliseStage {
     }
 
     fn process(&mut self, frame: VideoFrame) -> Result<VideoFrame, PipelineError> {
+        let input = frame.rgb.clone();
+        let output = self.inner.process(frame)?;
+        self.stabilise_output(input, output)
+    }
+
+    fn delay_frames(&self) -> usize {
+        self.inner.delay_frames()
+    }
+
+    /// A delayed inner stage (the diffusion engine) returns each output with the timing of
+    /// the input it came from: the input is looked up by its sequence number.
+    fn process_aligned(&mut self, frame: VideoFrame) -> Result<Vec<VideoFrame>, PipelineError> {
+        self.pending_inputs
+            .push_back((frame.sequence, frame.rgb.clone()));
+        let outputs = self.inner.process_aligned(frame)?;
+        self.stabilise_aligned(outputs)
+    }
+
+    fn finish(&mut self) -> Result<Vec<VideoFrame>, PipelineError> {
+        let outputs = self.inner.finish()?;
+        self.stabilise_aligned(outputs)
+    }
+}
+
+impl StabiliseStage {
+    fn stabilise_aligned(
+        &mut self,
+        outputs: Vec<VideoFrame>,
+    ) -> Result<Vec<VideoFrame>, PipelineError> {
+        outputs
+            .into_iter()
+            .map(|output| {
+                while let Some(&(sequence, _)) = self.pending_inputs.front()
+                    && sequence < output.sequence
+                {
+                    self.pending_inputs.pop_front();
+                }
+                let input = match self.pending_inputs.front() {
+                    Some((sequence, _)) if *sequence == output.sequence => self
+                        .pending_inputs
+                        .pop_front()
+                        .map(|(_, rgb)| rgb)
+                        .unwrap_or_default(),
+                    _ => Vec::new(),
+                };
+                self.stabilise_output(input, output)
+            })
+            .collect()
+    }
+
+    /// Blends the previous stabilised frame into `output`, made from `input`.
+    fn stabilise_output(
+        &mut self,
+        input: Vec<u8>,
+        mut output: VideoFrame,
+    ) -> Result<VideoFrame, PipelineError> {
         let settings = *self
             .settings
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let input = frame.rgb.clone();
-        let mut output = self.inner.process(frame)?;
         let size = Size::new(output.width_px, output.height_px);
         // Only a directly preceding frame of the same size can be carried forward: a drop
         // (sequence gap) or a size change starts afresh.
@@ -106,6 +164,7 @@ impl FrameStage for StabiliseStage {
                 && previous.height_px == output.height_px
                 && previous.sequence + 1 == output.sequence
                 && input.len() == output.rgb.len()
+                && previous.input.len() == input.len()
         });
         if let Some(previous) = usable
             && settings.strength > 0.0

@@ -1,7 +1,7 @@
 //! Model stages: anything that turns frames into frames.
 //!
-//! Capture and output code only know [`FrameStage`]; the default style network here, and the
-//! diffusion engine and temporal stabilisation later, plug in behind it.
+//! Capture and output code only know [`FrameStage`]; the default style network here and the
+//! diffusion engine ([`crate::engine::stage::EngineStage`]) plug in behind it.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -21,6 +21,24 @@ pub trait FrameStage: Send {
 
     /// Processes one frame. The returned frame keeps the input's timing fields.
     fn process(&mut self, frame: VideoFrame) -> Result<VideoFrame, PipelineError>;
+
+    /// Frames the stage holds back before its first output (0 for per-frame models; a
+    /// stream-batch engine's pipeline delay).
+    fn delay_frames(&self) -> usize {
+        0
+    }
+
+    /// Processes one frame and returns the outputs that are ready, oldest first, each carrying
+    /// the timing of the input it was made from (so latency accounting includes any pipeline
+    /// delay). Empty while a delayed stage fills. Per-frame stages return their one frame.
+    fn process_aligned(&mut self, frame: VideoFrame) -> Result<Vec<VideoFrame>, PipelineError> {
+        Ok(vec![self.process(frame)?])
+    }
+
+    /// At the end of the input: the frames still held back, oldest first.
+    fn finish(&mut self) -> Result<Vec<VideoFrame>, PipelineError> {
+        Ok(Vec::new())
+    }
 }
 
 /// Settings of the style stage that may change while frames flow.

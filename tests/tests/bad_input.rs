@@ -226,3 +226,35 @@ fn interrupted_live_run_finalises_the_file() {
         "frames were written before the stop"
     );
 }
+
+#[test]
+fn bad_engine_arguments() {
+    let dir = temp_dir("bad-engine");
+    let out = dir.join("out.mp4");
+    let out = out.to_str().expect("utf-8");
+    let tiny = testdata::workspace_root().join("models/tests/fixtures/sd/stream_tiny");
+    let tiny = tiny.to_str().expect("utf-8");
+    let with = |extra: &[&'static str]| {
+        let mut args = run_args("test", out);
+        args.extend(["--model", tiny]);
+        args.extend(extra.iter().copied());
+        args
+    };
+    expect_clear_failure(&with(&[]), "--prompt is needed");
+    expect_clear_failure(
+        &with(&["--prompt", "x", "--cfg", "bogus"]),
+        "unknown cfg type",
+    );
+    expect_clear_failure(
+        &with(&["--prompt", "x", "--t-index", "32,50"]),
+        "--t-index 50",
+    );
+    expect_clear_failure(&with(&["--prompt", "x", "--ssf", "1.5"]), "--ssf");
+    let mut style_with_prompt = run_args("test", out);
+    style_with_prompt.extend(["--prompt", "x"]);
+    expect_clear_failure(&style_with_prompt, "needs a stable diffusion --model");
+    let mut missing = run_args("test", out);
+    missing.extend(["--model", "/nonexistent/sd-model", "--prompt", "x"]);
+    expect_clear_failure(&missing, "cannot load the stable diffusion model");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,175 @@
+//! `streamdiff run --model <tiny SD pipeline>` end to end on the real Big Buck Bunny clip: the
+//! StreamDiffusion engine runs as the stage, the output file has one frame per input frame at
+//! the processing size, the summary reports the engine, and sampled output frames are the
+//! engine stage's own results for the same captured frames. (The tiny random model's outputs
+//! look much alike from frame to frame, so the timing alignment itself is checked in
+//! pipeline/tests/engine_behaviour.rs, where it is exact.)
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use streamdiff_e2e::{decode_video, psnr, run_streamdiff, temp_dir};
+use streamdiff_models::device::{BackendChoice, open_device};
+use streamdiff_models::sd::pipeline::{LoadOptions, StableDiffusion};
+use streamdiff_models::testdata;
+use streamdiff_pipeline::engine::stage::{EngineSettings, EngineStage};
+use streamdiff_pipeline::engine::stream_batch::{CfgType, Guidance};
+use streamdiff_pipeline::engine::{EngineConfig, StreamEngine};
+use streamdiff_pipeline::queue::FrameQueue;
+use streamdiff_pipeline::source::{Capture, CaptureConfig, SourceSpec, fit_size};
+use streamdiff_pipeline::stage::FrameStage;
+
+const SIZE_PX: usize = 64;
+const FRAMES: usize = 6;
+const PROMPT: &str = "a watercolor painting";
+/// H.264 at quantiser 18 on 64x36 frames: the output is about 34 dB (luma) from the engine's
+/// own result, and about 10 dB from the unprocessed input.
+const MIN_LUMA_PSNR_DB: f64 = 30.0;
+
+fn tiny_model() -> PathBuf {
+    testdata::workspace_root().join("models/tests/fixtures/sd/stream_tiny")
+}
+
+#[test]
+fn tiny_stable_diffusion_through_streamdiff_run() {
+    let Some(clip) = testdata::require(testdata::data_file("video/bigbuckbunny.mp4")) else {
+        return;
+    };
+    let dir = temp_dir("engine");
+    let out = dir.join("engine.mp4");
+    let size = SIZE_PX.to_string();
+    let frames = FRAMES.to_string();
+    let model = tiny_model();
+    let result = run_streamdiff(&[
+        "run",
+        "--input",
+        clip.to_str().expect("utf-8 path"),
+        "--output",
+        out.to_str().expect("utf-8 path"),
+        "--size",
+        &size,
+        "--frames",
+        &frames,
+        "--device",
+        "flex",
+        "--model",
+        model.to_str().expect("utf-8 path"),
+        "--prompt",
+        PROMPT,
+        "--t-index",
+        "20,32,45",
+        "--cfg",
+        "self",
+        "--guidance",
+        "1.4",
+        "--seed",
+        "7",
+        "--json",
+    ]);
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(result.status.success(), "streamdiff run failed: {stderr}");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&result.stdout).expect("the summary is JSON");
+    assert_eq!(summary["frames_in"], FRAMES);
+    assert_eq!(summary["frames_out"], FRAMES);
+    let engine = &summary["engine"];
+    assert_eq!(engine["delay_frames"], 2);
+    assert_eq!(
+        engine["unet_calls"],
+        FRAMES + 2,
+        "each frame once, plus the flush"
+    );
+    assert_eq!(engine["unet_rows"], 3);
+
+    let output = decode_video(&out).expect("output decodes");
+    assert_eq!(
+        output.frames.len(),
+        FRAMES,
+        "every input frame is in the output"
+    );
+    let input = decode_video(&clip).expect("input decodes");
+    let (want_w, want_h) = fit_size(input.frames[0].width_px, input.frames[0].height_px, SIZE_PX);
+    for frame in &output.frames {
+        assert_eq!((frame.width_px, frame.height_px), (want_w, want_h));
+    }
+
+    // Reference: the same capture, through the engine stage in this process.
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let captured = runtime.block_on(async {
+        let mut config = CaptureConfig::new(SourceSpec::File(clip.clone()), SIZE_PX);
+        config.max_frames = Some(FRAMES as u64);
+        let queue = Arc::new(FrameQueue::new(4, config.queue_policy()));
+        let capture = Capture::start(&config, queue.clone(), tokio::runtime::Handle::current())
+            .expect("capture starts");
+        let mut frames = Vec::new();
+        while let Some(frame) = queue.pop().await {
+            frames.push(frame);
+        }
+        capture.finish();
+        frames
+    });
+    assert_eq!(captured.len(), FRAMES);
+    let compute = open_device(BackendChoice::Flex).expect("flex");
+    let settings = EngineSettings {
+        prompt: PROMPT.into(),
+        guidance_scale: 1.4,
+        cfg_type: CfgType::SelfNegative,
+        t_index_list: vec![20, 32, 45],
+        seed: 7,
+        ..EngineSettings::default()
+    };
+    let config = EngineConfig {
+        t_index_list: settings.t_index_list.clone(),
+        guidance: Guidance {
+            cfg_type: settings.cfg_type,
+            scale: settings.guidance_scale,
+            delta: settings.delta,
+        },
+        seed: settings.seed,
+        ..EngineConfig::default()
+    };
+    let sd = StableDiffusion::from_pretrained(
+        model.to_str().expect("utf-8 path"),
+        &LoadOptions::default(),
+        &compute.device,
+    )
+    .expect("model loads");
+    let parts =
+        StreamEngine::from_model(sd, config, PROMPT, "", compute.device.clone()).expect("engine");
+    let mut stage =
+        EngineStage::new(parts.engine, parts.prompts, compute, settings).expect("stage");
+    let mut expected = Vec::new();
+    for frame in captured.iter().cloned() {
+        expected.extend(stage.process_aligned(frame).expect("process"));
+    }
+    expected.extend(stage.finish().expect("finish"));
+    assert_eq!(expected.len(), FRAMES);
+    for index in [0, FRAMES - 1] {
+        let got = luma(&output.frames[index].rgb);
+        let same_db = psnr(&got, &luma(&expected[index].rgb));
+        let other_db = psnr(&got, &luma(&expected[(index + 2) % FRAMES].rgb));
+        let input_db = psnr(&got, &luma(&captured[index].rgb));
+        eprintln!(
+            "frame {index}: luma {same_db:.1} dB vs the engine, {other_db:.1} dB vs another frame's result, {input_db:.1} dB vs the input"
+        );
+        assert!(
+            same_db >= MIN_LUMA_PSNR_DB,
+            "frame {index}: {same_db:.1} dB"
+        );
+        assert!(
+            same_db > input_db + 10.0,
+            "frame {index} looks like the input"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// BT.601 luma: the codec keeps it at full resolution, while chroma is subsampled 2x2.
+fn luma(rgb: &[u8]) -> Vec<u8> {
+    rgb.chunks(3)
+        .map(|p| {
+            let y = 0.299 * f64::from(p[0]) + 0.587 * f64::from(p[1]) + 0.114 * f64::from(p[2]);
+            y.round().clamp(0.0, 255.0) as u8
+        })
+        .collect()
+}
