@@ -16,6 +16,8 @@ use anyhow::Context;
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use streamdiff_models::device::{BackendChoice, ComputeDevice, open_device};
 use streamdiff_models::sd::precision::{Precision, cast_module};
+
+use crate::bench_unet::finish;
 use streamdiff_models::sd::taesd::TaesdConfig;
 use streamdiff_models::sd::unet::UNetConfig;
 use streamdiff_pipeline::engine::scheduler::SchedulerConfig;
@@ -96,22 +98,6 @@ fn t_index_list(steps: usize) -> Vec<usize> {
         3 => vec![20, 32, 45],
         _ => vec![16, 24, 32, 45],
     }
-}
-
-/// Reads a tensor back and checks it is finite (this is what waits for the device).
-fn finish<const D: usize>(out: Tensor<D>) -> anyhow::Result<()> {
-    let data = out
-        .try_into_data()
-        .map_err(|err| anyhow::anyhow!("the device failed: {err}"))?
-        .convert::<f32>();
-    let values = data
-        .as_slice::<f32>()
-        .map_err(|err| anyhow::anyhow!("cannot read the output back: {err:?}"))?;
-    anyhow::ensure!(
-        values.iter().all(|v| v.is_finite()),
-        "the output holds non-finite values"
-    );
-    Ok(())
 }
 
 fn ms(duration: Duration) -> f64 {

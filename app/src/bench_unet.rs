@@ -101,7 +101,7 @@ fn measure(
 }
 
 /// Reads a tensor back and checks it is finite (this is what waits for the device).
-fn finish<const D: usize>(out: Tensor<D>) -> anyhow::Result<()> {
+pub(crate) fn finish<const D: usize>(out: Tensor<D>) -> anyhow::Result<()> {
     let data = out
         .try_into_data()
         .map_err(|err| anyhow::anyhow!("the device failed: {err}"))?

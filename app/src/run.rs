@@ -200,8 +200,9 @@ fn is_style_network(model: &str) -> bool {
         .is_some_and(|ext| ext.eq_ignore_ascii_case("onnx"))
 }
 
-/// Checks the engine's arguments before anything is loaded; returns the prompt and cfg type.
-fn check_engine_args(args: &EngineArgs) -> anyhow::Result<(String, CfgType)> {
+/// Checks the engine's arguments before anything is loaded; returns the prompt, cfg type and
+/// precision.
+fn check_engine_args(args: &EngineArgs) -> anyhow::Result<(String, CfgType, Precision)> {
     let prompt = args
         .prompt
         .clone()
@@ -230,8 +231,8 @@ fn check_engine_args(args: &EngineArgs) -> anyhow::Result<(String, CfgType)> {
             "--ssf {threshold} must be in 0..=1"
         );
     }
-    args.precision.parse::<Precision>()?;
-    Ok((prompt, cfg_type))
+    let precision: Precision = args.precision.parse()?;
+    Ok((prompt, cfg_type, precision))
 }
 
 /// Loads a Stable Diffusion model and builds the engine stage from the command line.
@@ -240,8 +241,7 @@ fn load_engine(
     args: &EngineArgs,
     compute: ComputeDevice,
 ) -> anyhow::Result<EngineStage> {
-    let (prompt, cfg_type) = check_engine_args(args)?;
-    let precision: Precision = args.precision.parse()?;
+    let (prompt, cfg_type, precision) = check_engine_args(args)?;
     let settings = EngineSettings {
         prompt: prompt.clone(),
         negative_prompt: args.negative_prompt.clone(),
