@@ -7,8 +7,8 @@ use anyhow::Context;
 use streamdiff_models::device::{BackendChoice, open_device};
 use streamdiff_models::paths::default_multistyle_path;
 use streamdiff_models::style::{DEFAULT_STYLE, StyleMix};
+use streamdiff_pipeline::metrics::DurationStats;
 use streamdiff_pipeline::stage::StyleStage;
-use streamdiff_pipeline::stats::DurationStats;
 
 /// What to benchmark.
 #[derive(clap::Subcommand, Debug)]

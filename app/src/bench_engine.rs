@@ -20,10 +20,10 @@ use streamdiff_models::sd::precision::{Precision, cast_module};
 use crate::bench_unet::finish;
 use streamdiff_models::sd::taesd::TaesdConfig;
 use streamdiff_models::sd::unet::UNetConfig;
-use streamdiff_pipeline::engine::scheduler::SchedulerConfig;
-use streamdiff_pipeline::engine::stream_batch::{CfgType, Guidance, PromptEmbeds};
-use streamdiff_pipeline::engine::{EngineConfig, StreamEngine};
-use streamdiff_pipeline::stats::DurationStats;
+use streamdiff_pipeline::metrics::DurationStats;
+use streamdiff_pipeline::stage::engine::scheduler::SchedulerConfig;
+use streamdiff_pipeline::stage::engine::stream_batch::{CfgType, Guidance, PromptEmbeds};
+use streamdiff_pipeline::stage::engine::{EngineConfig, StreamEngine};
 
 /// Text tokens of the cross-attention context.
 const CONTEXT_TOKENS: usize = 77;

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use streamdiff_models::device::{BackendChoice, open_device};
 use streamdiff_models::testdata::data_file;
-use streamdiff_pipeline::stats::DurationStats;
+use streamdiff_pipeline::metrics::DurationStats;
 use streamdiff_shaders::cpu::sample;
 use streamdiff_shaders::flo::read_flo;
 use streamdiff_shaders::flow::{FlowParams, FlowQuality, end_point_error, estimate_flow};

@@ -20,7 +20,7 @@ use streamdiff_models::sd::ops;
 use streamdiff_models::sd::precision::{Precision, cast_module};
 use streamdiff_models::sd::taesd::TaesdConfig;
 use streamdiff_models::sd::unet::UNetConfig;
-use streamdiff_pipeline::stats::DurationStats;
+use streamdiff_pipeline::metrics::DurationStats;
 
 /// Latent side of the UNet input, in latent pixels (512x512 images).
 const LATENT_SIDE: usize = 64;

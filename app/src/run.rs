@@ -11,15 +11,15 @@ use streamdiff_models::paths::default_multistyle_path;
 use streamdiff_models::sd::pipeline::{LoadOptions, StableDiffusion};
 use streamdiff_models::sd::precision::Precision;
 use streamdiff_models::style::{DEFAULT_STYLE, StyleMix};
-use streamdiff_pipeline::engine::stage::{EngineSettings, EngineStage, EngineStats};
-use streamdiff_pipeline::engine::stream_batch::{CfgType, Guidance};
-use streamdiff_pipeline::engine::{EngineConfig, StreamEngine};
+use streamdiff_pipeline::io::sink::OutputSpec;
+use streamdiff_pipeline::io::source::{CaptureConfig, SourceSpec};
+use streamdiff_pipeline::metrics::RunSummary;
 use streamdiff_pipeline::runner::{Progress, RunConfig};
-use streamdiff_pipeline::sink::OutputSpec;
-use streamdiff_pipeline::source::{CaptureConfig, SourceSpec};
-use streamdiff_pipeline::stabilise::{StabiliseSettings, StabiliseStage, parse_strength};
+use streamdiff_pipeline::stage::engine::stage::{EngineSettings, EngineStage, EngineStats};
+use streamdiff_pipeline::stage::engine::stream_batch::{CfgType, Guidance};
+use streamdiff_pipeline::stage::engine::{EngineConfig, StreamEngine};
+use streamdiff_pipeline::stage::stabilise::{StabiliseSettings, StabiliseStage, parse_strength};
 use streamdiff_pipeline::stage::{FrameStage, StyleStage};
-use streamdiff_pipeline::stats::RunSummary;
 use tokio_util::sync::CancellationToken;
 
 /// Arguments of `streamdiff run`.

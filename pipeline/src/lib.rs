@@ -4,16 +4,11 @@
 //! Data flows one way: source → input queue → stage → output queue → output. The stage is the
 //! default style network or the StreamDiffusion engine ([`engine`]).
 
-pub mod decode;
-pub mod engine;
-pub mod frame;
+pub mod io;
+pub mod metrics;
 pub mod queue;
 pub mod runner;
-pub mod sink;
-pub mod source;
-pub mod stabilise;
 pub mod stage;
-pub mod stats;
 
 /// Errors of the live path, each worded for the person running streamdiff.
 #[derive(Debug, thiserror::Error)]

@@ -12,12 +12,12 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::PipelineError;
-use crate::frame::VideoFrame;
+use crate::io::sink::{Output, OutputSpec};
+use crate::io::source::{Capture, CaptureConfig, StreamInfo};
+use crate::metrics::{DurationStats, RunSummary};
 use crate::queue::{FrameQueue, QueuePolicy};
-use crate::sink::{Output, OutputSpec};
-use crate::source::{Capture, CaptureConfig, StreamInfo};
 use crate::stage::FrameStage;
-use crate::stats::{DurationStats, RunSummary};
+use crate::stage::frame::VideoFrame;
 
 /// Everything a run needs besides the stage.
 #[derive(Clone, Debug)]

@@ -12,11 +12,11 @@ use burn::tensor::{Tensor, TensorData};
 use common::{assert_close, fixture_dir, read_case};
 use streamdiff_models::device::{BackendChoice, ComputeDevice, open_device};
 use streamdiff_models::sd::pipeline::{LoadOptions, StableDiffusion};
-use streamdiff_pipeline::engine::stage::{EngineSettings, EngineStage, EngineStats};
-use streamdiff_pipeline::engine::stream_batch::{CfgType, Guidance, PromptEmbeds};
-use streamdiff_pipeline::engine::{EngineConfig, EngineParts, StreamEngine};
-use streamdiff_pipeline::frame::VideoFrame;
 use streamdiff_pipeline::stage::FrameStage;
+use streamdiff_pipeline::stage::engine::stage::{EngineSettings, EngineStage, EngineStats};
+use streamdiff_pipeline::stage::engine::stream_batch::{CfgType, Guidance, PromptEmbeds};
+use streamdiff_pipeline::stage::engine::{EngineConfig, EngineParts, StreamEngine};
+use streamdiff_pipeline::stage::frame::VideoFrame;
 
 const PROMPT_A: &str = "a watercolor painting of an astronaut";
 const PROMPT_B: &str = "an oil painting of a red fox";
@@ -423,7 +423,7 @@ fn live_settings_and_size_change_keep_every_frame() {
 
 #[test]
 fn stabilisation_around_the_engine_keeps_every_frame_in_order() {
-    use streamdiff_pipeline::stabilise::{StabiliseSettings, StabiliseStage};
+    use streamdiff_pipeline::stage::stabilise::{StabiliseSettings, StabiliseStage};
     let frames = fixture_frames()[..5].to_vec();
     let inner = stage(settings(CfgType::SelfNegative, vec![16, 32, 45]));
     let mut stabilised = StabiliseStage::new(

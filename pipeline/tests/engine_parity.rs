@@ -12,9 +12,9 @@ use burn::tensor::{Tensor, TensorData};
 use common::{assert_close, fixture_dir, float, open, read_case};
 use streamdiff_models::device::BackendChoice;
 use streamdiff_models::sd::pipeline::{LoadOptions, StableDiffusion};
-use streamdiff_pipeline::engine::ssf::SimilarityFilter;
-use streamdiff_pipeline::engine::stream_batch::{CfgType, Guidance};
-use streamdiff_pipeline::engine::{EngineConfig, StreamEngine};
+use streamdiff_pipeline::stage::engine::ssf::SimilarityFilter;
+use streamdiff_pipeline::stage::engine::stream_batch::{CfgType, Guidance};
+use streamdiff_pipeline::stage::engine::{EngineConfig, StreamEngine};
 
 /// Absolute floor of the tolerance. The UNet's float differences (about 1e-6 of its output)
 /// are amplified by `1/sqrt(ᾱ_t)` in `x0 = (x - sqrt(1-ᾱ)·ε)/sqrt(ᾱ)`: 14x at t = 999 (txt2img)

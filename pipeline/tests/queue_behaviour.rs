@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use streamdiff_models::testdata;
+use streamdiff_pipeline::io::source::{Capture, CaptureConfig, SourceSpec};
 use streamdiff_pipeline::queue::{FrameQueue, QueuePolicy};
-use streamdiff_pipeline::source::{Capture, CaptureConfig, SourceSpec};
 
 /// A consumer much slower than the source's 30 or 25 fps.
 const SLOW_CONSUMER: Duration = Duration::from_millis(120);

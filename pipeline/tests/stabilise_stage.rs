@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use streamdiff_models::device::{BackendChoice, open_device};
 use streamdiff_pipeline::PipelineError;
-use streamdiff_pipeline::frame::VideoFrame;
-use streamdiff_pipeline::stabilise::{StabiliseSettings, StabiliseStage, parse_strength};
 use streamdiff_pipeline::stage::FrameStage;
+use streamdiff_pipeline::stage::frame::VideoFrame;
+use streamdiff_pipeline::stage::stabilise::{StabiliseSettings, StabiliseStage, parse_strength};
 
 const WIDTH_PX: usize = 64;
 const HEIGHT_PX: usize = 48;

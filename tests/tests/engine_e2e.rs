@@ -12,12 +12,12 @@ use streamdiff_e2e::{decode_video, psnr, run_streamdiff, temp_dir};
 use streamdiff_models::device::{BackendChoice, open_device};
 use streamdiff_models::sd::pipeline::{LoadOptions, StableDiffusion};
 use streamdiff_models::testdata;
-use streamdiff_pipeline::engine::stage::{EngineSettings, EngineStage};
-use streamdiff_pipeline::engine::stream_batch::{CfgType, Guidance};
-use streamdiff_pipeline::engine::{EngineConfig, StreamEngine};
+use streamdiff_pipeline::io::source::{Capture, CaptureConfig, SourceSpec, fit_size};
 use streamdiff_pipeline::queue::FrameQueue;
-use streamdiff_pipeline::source::{Capture, CaptureConfig, SourceSpec, fit_size};
 use streamdiff_pipeline::stage::FrameStage;
+use streamdiff_pipeline::stage::engine::stage::{EngineSettings, EngineStage};
+use streamdiff_pipeline::stage::engine::stream_batch::{CfgType, Guidance};
+use streamdiff_pipeline::stage::engine::{EngineConfig, StreamEngine};
 
 const SIZE_PX: usize = 64;
 const FRAMES: usize = 6;

@@ -9,8 +9,8 @@ use streamdiff_models::device::{BackendChoice, open_device};
 use streamdiff_models::paths::default_multistyle_path;
 use streamdiff_models::style::StyleMix;
 use streamdiff_models::testdata;
+use streamdiff_pipeline::io::source::{Capture, CaptureConfig, SourceSpec, fit_size};
 use streamdiff_pipeline::queue::FrameQueue;
-use streamdiff_pipeline::source::{Capture, CaptureConfig, SourceSpec, fit_size};
 use streamdiff_pipeline::stage::StyleStage;
 
 /// Small frames keep the debug-build test quick; the path is the same at any size.

@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use crate::PipelineError;
-use crate::frame::VideoFrame;
+use crate::io::source::{Capture, CaptureConfig, SourceSpec};
 use crate::queue::{FrameQueue, QueuePolicy};
-use crate::source::{Capture, CaptureConfig, SourceSpec};
+use crate::stage::frame::VideoFrame;
 
 /// Every frame of `source` (at most `max_frames`), scaled so the longer side is `size_px`.
 pub fn decode_frames(

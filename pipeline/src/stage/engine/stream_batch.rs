@@ -444,7 +444,7 @@ mod tests {
     use burn::tensor::{Device, Tensor};
 
     use super::*;
-    use crate::engine::scheduler::{SchedulerConfig, StreamSchedule};
+    use crate::stage::engine::scheduler::{SchedulerConfig, StreamSchedule};
 
     /// Every step count and cfg type runs, with the UNet rows StreamDiffusion uses: `self`
     /// adds none, `initialize` one per frame, `full` doubles the batch.

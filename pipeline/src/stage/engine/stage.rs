@@ -28,8 +28,8 @@ use super::ssf::{SimilarityFilter, SsfCounters};
 use super::stream_batch::{CfgType, Guidance, PromptEmbeds};
 use super::{PromptEncoder, StreamEngine};
 use crate::PipelineError;
-use crate::frame::VideoFrame;
 use crate::stage::FrameStage;
+use crate::stage::frame::VideoFrame;
 
 /// Settings that may change while frames flow.
 #[derive(Clone, Debug, PartialEq)]

@@ -11,8 +11,8 @@ use streamdiff_shaders::ops::Size;
 use streamdiff_shaders::stabilise::FrameStabiliser;
 
 use crate::PipelineError;
-use crate::frame::VideoFrame;
 use crate::stage::FrameStage;
+use crate::stage::frame::VideoFrame;
 
 /// The strength used when `--stabilise` is given without a value.
 pub const DEFAULT_STRENGTH: f32 = 0.8;

@@ -14,8 +14,8 @@ use gstreamer_video as gst_video;
 use gstreamer_video::prelude::*;
 
 use crate::PipelineError;
-use crate::frame::VideoFrame;
 use crate::queue::{FrameQueue, QueuePolicy};
+use crate::stage::frame::VideoFrame;
 
 /// Where frames come from.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,7 +1,11 @@
 //! Model stages: anything that turns frames into frames.
 //!
 //! Capture and output code only know [`FrameStage`]; the default style network here and the
-//! diffusion engine ([`crate::engine::stage::EngineStage`]) plug in behind it.
+//! diffusion engine ([`crate::stage::engine::stage::EngineStage`]) plug in behind it.
+
+pub mod engine;
+pub mod frame;
+pub mod stabilise;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -12,7 +16,7 @@ use streamdiff_models::multistyle::MultiStyleNet;
 use streamdiff_models::style::StyleMix;
 
 use crate::PipelineError;
-use crate::frame::VideoFrame;
+use crate::stage::frame::VideoFrame;
 
 /// A model that turns one frame into one frame, run on its own thread.
 pub trait FrameStage: Send {

@@ -9,8 +9,8 @@ use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 
 use crate::PipelineError;
-use crate::frame::VideoFrame;
-use crate::source::{StreamInfo, describe_error, init_gstreamer};
+use crate::io::source::{StreamInfo, describe_error, init_gstreamer};
+use crate::stage::frame::VideoFrame;
 
 /// Where stylised frames go.
 #[derive(Clone, Debug, PartialEq, Eq)]
