@@ -8,7 +8,8 @@ use streamdiff_models::device::{BackendChoice, open_device};
 use streamdiff_models::paths::default_multistyle_path;
 use streamdiff_models::style::{DEFAULT_STYLE, StyleMix};
 use streamdiff_pipeline::metrics::DurationStats;
-use streamdiff_pipeline::stage::StyleStage;
+use streamdiff_pipeline::stage::style::{StyleSettings, StyleStage};
+use streamdiff_types::FrameSize;
 
 /// What to benchmark.
 #[derive(clap::Subcommand, Debug)]
@@ -81,7 +82,13 @@ fn bench_style(args: StyleBenchArgs) -> anyhow::Result<()> {
     for device in &args.device {
         let choice: BackendChoice = device.parse()?;
         let compute = open_device(choice)?;
-        let stage = StyleStage::load(&model_path, compute.clone(), style.clone())?;
+        let stage = StyleStage::load(
+            &model_path,
+            compute.clone(),
+            StyleSettings {
+                style: style.clone(),
+            },
+        )?;
         for &size in &args.size {
             anyhow::ensure!((16..=4096).contains(&size), "--size {size} is out of range");
             // A deterministic, textured frame: content does not change the work, but zeros
@@ -90,13 +97,13 @@ fn bench_style(args: StyleBenchArgs) -> anyhow::Result<()> {
                 .map(|i| ((i * 2_654_435_761usize) >> 13) as u8)
                 .collect();
             for _ in 0..args.warmup {
-                stage.stylize_rgb(&rgb, size, size, &style)?;
+                stage.stylize_rgb(&rgb, FrameSize::new(size, size), &style)?;
             }
             let mut timings = DurationStats::default();
             let mut total_s = 0.0;
             for _ in 0..args.frames {
                 let begun = Instant::now();
-                let out = stage.stylize_rgb(&rgb, size, size, &style)?;
+                let out = stage.stylize_rgb(&rgb, FrameSize::new(size, size), &style)?;
                 let elapsed = begun.elapsed();
                 anyhow::ensure!(out.len() == rgb.len(), "output has the wrong size");
                 timings.record(elapsed);

@@ -24,6 +24,7 @@ use streamdiff_pipeline::metrics::DurationStats;
 use streamdiff_pipeline::stage::engine::scheduler::SchedulerConfig;
 use streamdiff_pipeline::stage::engine::stream_batch::{CfgType, Guidance, PromptEmbeds};
 use streamdiff_pipeline::stage::engine::{EngineConfig, StreamEngine};
+use streamdiff_types::FrameSize;
 
 /// Text tokens of the cross-attention context.
 const CONTEXT_TOKENS: usize = 77;
@@ -123,7 +124,7 @@ fn time_frames(
     iterations: usize,
 ) -> anyhow::Result<StageTimes> {
     let device = engine.device().clone();
-    engine.prepare(side_px, side_px)?;
+    engine.prepare(FrameSize::new(side_px, side_px))?;
     let mut times = StageTimes::default();
     for index in 0..warmup + iterations {
         let begun = Instant::now();

@@ -10,8 +10,8 @@ use streamdiff_models::paths::default_multistyle_path;
 use streamdiff_models::style::{DEFAULT_STYLE, StyleMix};
 use streamdiff_pipeline::io::decode::decode_frames;
 use streamdiff_pipeline::io::source::SourceSpec;
-use streamdiff_pipeline::stage::StyleStage;
 use streamdiff_pipeline::stage::stabilise::{DEFAULT_STRENGTH, parse_strength};
+use streamdiff_pipeline::stage::style::{StyleSettings, StyleStage};
 use streamdiff_shaders::flo::{FlowField, read_flo, write_flo};
 use streamdiff_shaders::flow::{FlowEstimator, FlowParams, FlowQuality, end_point_error};
 use streamdiff_shaders::ops::Size;
@@ -288,8 +288,11 @@ fn eval_flicker(args: FlickerArgs) -> anyhow::Result<()> {
     let first = input_frames
         .first()
         .with_context(|| format!("{} has no frames", args.input))?;
-    let size = Size::new(first.width_px, first.height_px);
-    let inputs: Vec<Vec<u8>> = input_frames.iter().map(|f| f.rgb.clone()).collect();
+    let size = first.size();
+    let inputs: Vec<Vec<u8>> = input_frames
+        .into_iter()
+        .map(|f| f.into_rgb())
+        .collect::<Result<_, _>>()?;
     let compute = device(&args.device)?;
     let measurer = FrameStabiliser::new(&compute.device, FlowQuality::High)?;
     let input_flicker = flicker_of(&measurer, &inputs, &inputs, size)?;
@@ -305,22 +308,28 @@ fn eval_flicker(args: FlickerArgs) -> anyhow::Result<()> {
     if let Some(output) = &args.output {
         let output_frames = decode_frames(SourceSpec::parse(output)?, args.size, Some(args.frames))
             .with_context(|| format!("cannot read {output}"))?;
-        let outputs: Vec<Vec<u8>> = output_frames.iter().map(|f| f.rgb.clone()).collect();
-        if output_frames
-            .first()
-            .is_some_and(|f| Size::new(f.width_px, f.height_px) != size)
-        {
+        if output_frames.first().is_some_and(|f| f.size() != size) {
             anyhow::bail!("{output} does not have the input's aspect ratio");
         }
+        let outputs: Vec<Vec<u8>> = output_frames
+            .into_iter()
+            .map(|f| f.into_rgb())
+            .collect::<Result<_, _>>()?;
         let value = flicker_of(&measurer, &inputs, &outputs, size)?;
         report["flicker_output"] = value.into();
         rows.push((output.clone(), value));
     } else {
         let model = args.model.clone().unwrap_or_else(default_multistyle_path);
-        let stage = StyleStage::load(&model, compute.clone(), style.clone())?;
+        let stage = StyleStage::load(
+            &model,
+            compute.clone(),
+            StyleSettings {
+                style: style.clone(),
+            },
+        )?;
         let stylised: Vec<Vec<u8>> = inputs
             .iter()
-            .map(|rgb| stage.stylize_rgb(rgb, size.width_px, size.height_px, &style))
+            .map(|rgb| stage.stylize_rgb(rgb, size, &style))
             .collect::<Result<_, _>>()?;
         let live = FrameStabiliser::new(&compute.device, FlowQuality::Fast)?;
         let mut stabilised: Vec<Vec<u8>> = Vec::with_capacity(stylised.len());

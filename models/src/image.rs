@@ -2,16 +2,21 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 
+use streamdiff_types::FrameSize;
+
 use crate::ModelError;
 
-/// Uploads tightly packed RGB bytes (`width * height * 3`) as a `[1, 3, height, width]` tensor.
+/// Uploads tightly packed RGB bytes (`size.rgb_bytes()`) as a `[1, 3, height, width]` tensor.
 ///
 /// The byte-to-float scaling happens on the CPU in one pass; the HWC to CHW transpose runs on
 /// the device.
-pub fn rgb_to_tensor(rgb: &[u8], width_px: usize, height_px: usize, device: &Device) -> Tensor<4> {
+pub fn rgb_to_tensor(rgb: &[u8], size: FrameSize, device: &Device) -> Tensor<4> {
     let values: Vec<f32> = rgb.iter().map(|&v| f32::from(v) / 255.0).collect();
-    Tensor::<4>::from_data(TensorData::new(values, [1, height_px, width_px, 3]), device)
-        .permute([0, 3, 1, 2])
+    Tensor::<4>::from_data(
+        TensorData::new(values, [1, size.height_px, size.width_px, 3]),
+        device,
+    )
+    .permute([0, 3, 1, 2])
 }
 
 /// Reads a `[1, 3, height, width]` tensor in `[0, 1]` back as packed RGB bytes, rounding

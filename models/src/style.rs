@@ -86,6 +86,19 @@ impl StyleMix {
     }
 }
 
+impl Default for StyleMix {
+    /// [`DEFAULT_STYLE`].
+    fn default() -> Self {
+        // DEFAULT_STYLE is a shipped preset and always parses (tested); style 0 is the fallback
+        // that needs no parsing.
+        Self::parse(DEFAULT_STYLE).unwrap_or_else(|_| {
+            let mut weights = vec![0.0; NUM_STYLES];
+            weights[0] = 1.0;
+            Self { weights }
+        })
+    }
+}
+
 /// Every preset name: `style-0` … `style-25`, then the named blends.
 pub fn preset_names() -> Vec<String> {
     (0..NUM_STYLES)
@@ -106,6 +119,10 @@ mod tests {
         let blend = StyleMix::parse("3:1,12:3").expect("blend");
         assert!((blend.weights()[3] - 0.25).abs() < 1e-6);
         assert!((blend.weights()[12] - 0.75).abs() < 1e-6);
+        assert_eq!(
+            StyleMix::default(),
+            StyleMix::parse(DEFAULT_STYLE).expect("default")
+        );
         for name in preset_names() {
             let mix = StyleMix::parse(&name).expect("every preset parses");
             assert!((mix.weights().iter().sum::<f32>() - 1.0).abs() < 1e-5);

@@ -72,8 +72,12 @@ fn check(choice: BackendChoice) {
 
     let vae = Taesd::from_pretrained(&sd_fixture("taesd"), &device).expect("taesd");
     let image_u8 = io["image_u8"].clone();
-    let image =
-        streamdiff_models::image::rgb_to_tensor(image_u8.as_bytes(), 64, 64, &device) * 2.0 - 1.0;
+    let image = streamdiff_models::image::rgb_to_tensor(
+        image_u8.as_bytes(),
+        streamdiff_types::FrameSize::new(64, 64),
+        &device,
+    ) * 2.0
+        - 1.0;
     assert_close(
         &format!("{name} image"),
         image.clone(),

@@ -11,6 +11,7 @@ use streamdiff_models::device::{BackendChoice, open_device};
 use streamdiff_models::multistyle::MultiStyleNet;
 use streamdiff_models::style::StyleMix;
 use streamdiff_models::testdata;
+use streamdiff_types::FrameSize;
 
 const MAX_ABS_ERROR: f32 = 2e-4;
 
@@ -60,8 +61,7 @@ fn check_backend(choice: BackendChoice) {
 
         let input = streamdiff_models::image::rgb_to_tensor(
             region.as_raw(),
-            w as usize,
-            h as usize,
+            FrameSize::new(w as usize, h as usize),
             &compute.device,
         );
         let output: Tensor<4> = model.stylize(input, &style);

@@ -19,6 +19,7 @@ use streamdiff_models::sd::SdError;
 use streamdiff_models::sd::precision::{Precision, cast_module};
 use streamdiff_models::sd::taesd::{Taesd, TaesdConfig};
 use streamdiff_models::testdata;
+use streamdiff_types::FrameSize;
 
 fn check_model(model: &Taesd, label: &str, device: &burn::tensor::Device) {
     let io = read_io(&sd_fixture("taesd/io.safetensors"));
@@ -264,8 +265,7 @@ fn taef2_round_trip_psnr_on_wgpu() {
     );
     let input = streamdiff_models::image::rgb_to_tensor(
         small.as_raw(),
-        side_px as usize,
-        side_px as usize,
+        FrameSize::new(side_px as usize, side_px as usize),
         &device,
     );
     let latents = model.encoder.forward(input.clone());

@@ -1,8 +1,15 @@
-//! streamdiff's live path: GStreamer capture and output, the bounded frame queues, the model
-//! stage abstraction and the runner that ties them together.
+//! streamdiff's live path: GStreamer capture and outputs, the bounded frame queues, the model
+//! stages with their live controls, and the runner that ties them together.
 //!
-//! Data flows one way: source → input queue → stage → output queue → output. The stage is the
-//! default style network or the StreamDiffusion engine ([`engine`]).
+//! Data flows one way: source → input queue → stage → output queue → sinks. The crate has
+//! two halves with a visible boundary:
+//! - [`stage`]: frames ([`VideoFrame`]), the [`FrameStage`] trait, the style network, the
+//!   StreamDiffusion engine, the stabiliser and live control ([`Live`], [`StageControls`]).
+//!   No GStreamer and no async runtime in there.
+//! - [`io`]: capture ([`io::source`]), outputs behind [`FrameSink`] ([`io::sink`]),
+//!   whole-clip decoding, GStreamer helpers.
+//!
+//! Beside them: the bounded [`queue`]s, the [`runner`] and the [`metrics`] it publishes.
 
 pub mod io;
 pub mod metrics;
@@ -10,18 +17,30 @@ pub mod queue;
 pub mod runner;
 pub mod stage;
 
+pub use io::sink::{FrameSink, SinkError};
+pub use metrics::Metrics;
+pub use runner::{RunConfig, Runner};
+pub use stage::{FrameStage, Live, SettingsError, StageControls, Validate, VideoFrame};
+pub use streamdiff_types::FrameSize;
+
 /// Errors of the live path, each worded for the person running streamdiff.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
     /// The input could not be opened or decoded.
     #[error("{0}")]
     Input(String),
-    /// The output could not be written.
-    #[error("{0}")]
-    Output(String),
+    /// An output failed.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
     /// GStreamer itself is missing or failed.
     #[error("{0}")]
     Gstreamer(String),
+    /// A setting has a value that cannot be applied.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    /// A frame's pixels do not fit its size, or could not be read back from the device.
+    #[error(transparent)]
+    Frame(#[from] stage::FrameError),
     /// The model failed to load or run.
     #[error(transparent)]
     Model(#[from] streamdiff_models::ModelError),
@@ -34,4 +53,7 @@ pub enum PipelineError {
     /// The flow kernels (stabilisation) failed.
     #[error(transparent)]
     Shader(#[from] streamdiff_shaders::ShaderError),
+    /// A run ended with a panic in the stage, which took the stage with it.
+    #[error("the model stage was lost in an earlier failure; load it again")]
+    StageLost,
 }

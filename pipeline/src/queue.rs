@@ -5,10 +5,11 @@
 //! dropped and counted), a file source waits for room so that no frame is lost.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::Notify;
+
+use crate::stage::control::Live;
 
 /// What a full queue does with a new item.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,6 +24,13 @@ pub enum QueuePolicy {
 #[derive(Debug)]
 pub struct Closed<T>(pub T);
 
+/// What a push found.
+enum Push<T> {
+    Closed(T),
+    Added { dropped: bool },
+    Full(T),
+}
+
 struct State<T> {
     items: VecDeque<T>,
     closed: bool,
@@ -30,7 +38,8 @@ struct State<T> {
 
 /// A bounded multi-producer, multi-consumer queue usable from async tasks and plain threads.
 pub struct FrameQueue<T> {
-    state: Mutex<State<T>>,
+    /// A panic while holding the lock leaves the queue's data intact: [`Live`] keeps going.
+    state: Live<State<T>>,
     capacity: usize,
     policy: QueuePolicy,
     item_added: Notify,
@@ -43,7 +52,7 @@ impl<T> FrameQueue<T> {
     /// A queue holding at most `capacity` items (at least 1).
     pub fn new(capacity: usize, policy: QueuePolicy) -> Self {
         Self {
-            state: Mutex::new(State {
+            state: Live::new(State {
                 items: VecDeque::with_capacity(capacity.max(1)),
                 closed: false,
             }),
@@ -61,44 +70,37 @@ impl<T> FrameQueue<T> {
         self.policy
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State<T>> {
-        // A panic while holding this lock leaves the queue's data intact; keep going.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
     /// Adds an item, waiting for room under [`QueuePolicy::Backpressure`].
     pub async fn push(&self, item: T) -> Result<(), Closed<T>> {
-        let mut item = Some(item);
+        let mut item = item;
         loop {
             // Register interest before checking, so a pop between the check and the wait is seen.
             let room = self.room_made.notified();
-            {
-                let mut state = self.lock();
-                let Some(value) = item.take() else {
-                    return Ok(());
-                };
+            let outcome = self.state.update(|state| {
                 if state.closed {
-                    return Err(Closed(value));
-                }
-                if state.items.len() < self.capacity {
-                    state.items.push_back(value);
-                    drop(state);
-                    self.pushed.fetch_add(1, Ordering::Relaxed);
-                    self.item_added.notify_one();
-                    return Ok(());
-                }
-                if self.policy == QueuePolicy::NewestWins {
+                    Push::Closed(item)
+                } else if state.items.len() < self.capacity {
+                    state.items.push_back(item);
+                    Push::Added { dropped: false }
+                } else if self.policy == QueuePolicy::NewestWins {
                     state.items.pop_front();
-                    state.items.push_back(value);
-                    drop(state);
+                    state.items.push_back(item);
+                    Push::Added { dropped: true }
+                } else {
+                    Push::Full(item)
+                }
+            });
+            match outcome {
+                Push::Closed(item) => return Err(Closed(item)),
+                Push::Added { dropped } => {
                     self.pushed.fetch_add(1, Ordering::Relaxed);
-                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    if dropped {
+                        self.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
                     self.item_added.notify_one();
                     return Ok(());
                 }
-                item = Some(value);
+                Push::Full(back) => item = back,
             }
             room.await;
         }
@@ -108,21 +110,20 @@ impl<T> FrameQueue<T> {
     pub async fn pop(&self) -> Option<T> {
         loop {
             let added = self.item_added.notified();
-            {
-                let mut state = self.lock();
-                if let Some(item) = state.items.pop_front() {
-                    let more = !state.items.is_empty();
-                    drop(state);
-                    self.room_made.notify_one();
-                    if more {
-                        // Pass the wake-up on: another consumer may be waiting.
-                        self.item_added.notify_one();
-                    }
-                    return Some(item);
+            let (item, more, closed) = self.state.update(|state| {
+                let item = state.items.pop_front();
+                (item, !state.items.is_empty(), state.closed)
+            });
+            if let Some(item) = item {
+                self.room_made.notify_one();
+                if more {
+                    // Pass the wake-up on: another consumer may be waiting.
+                    self.item_added.notify_one();
                 }
-                if state.closed {
-                    return None;
-                }
+                return Some(item);
+            }
+            if closed {
+                return None;
             }
             added.await;
         }
@@ -130,7 +131,7 @@ impl<T> FrameQueue<T> {
 
     /// Stops accepting items; queued items can still be popped. Wakes every waiter.
     pub fn close(&self) {
-        self.lock().closed = true;
+        self.state.update(|state| state.closed = true);
         self.item_added.notify_waiters();
         self.room_made.notify_waiters();
         // notify_waiters does not store a permit; give one to a task that is about to wait.
@@ -140,12 +141,12 @@ impl<T> FrameQueue<T> {
 
     /// Whether [`close`](Self::close) was called.
     pub fn is_closed(&self) -> bool {
-        self.lock().closed
+        self.state.read(|state| state.closed)
     }
 
     /// Items currently queued.
     pub fn len(&self) -> usize {
-        self.lock().items.len()
+        self.state.read(|state| state.items.len())
     }
 
     /// Whether nothing is queued.

@@ -5,18 +5,19 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use burn::tensor::{Tensor, TensorData};
 use common::{assert_close, fixture_dir, read_case};
 use streamdiff_models::device::{BackendChoice, ComputeDevice, open_device};
+use streamdiff_models::image::tensor_to_rgb;
 use streamdiff_models::sd::pipeline::{LoadOptions, StableDiffusion};
-use streamdiff_pipeline::stage::FrameStage;
-use streamdiff_pipeline::stage::engine::stage::{EngineSettings, EngineStage, EngineStats};
+use streamdiff_pipeline::stage::engine::settings::EngineSettings;
+use streamdiff_pipeline::stage::engine::stage::{EngineStage, EngineStats};
 use streamdiff_pipeline::stage::engine::stream_batch::{CfgType, Guidance, PromptEmbeds};
 use streamdiff_pipeline::stage::engine::{EngineConfig, EngineParts, StreamEngine};
-use streamdiff_pipeline::stage::frame::VideoFrame;
+use streamdiff_pipeline::stage::{FrameStage, VideoFrame};
+use streamdiff_types::FrameSize;
 
 const PROMPT_A: &str = "a watercolor painting of an astronaut";
 const PROMPT_B: &str = "an oil painting of a red fox";
@@ -25,30 +26,29 @@ fn compute() -> ComputeDevice {
     open_device(BackendChoice::Flex).expect("flex opens")
 }
 
-fn load_parts(config: EngineConfig, prompt: &str, compute: &ComputeDevice) -> EngineParts {
-    let model = StableDiffusion::from_pretrained(
+fn tiny_model(compute: &ComputeDevice) -> StableDiffusion {
+    StableDiffusion::from_pretrained(
         fixture_dir("stream_tiny").to_str().expect("utf-8 path"),
         &LoadOptions::default(),
         &compute.device,
     )
-    .expect("stream_tiny loads");
-    StreamEngine::from_model(model, config, prompt, "", compute.device.clone()).expect("engine")
+    .expect("stream_tiny loads")
+}
+
+fn load_parts(config: EngineConfig, prompt: &str, compute: &ComputeDevice) -> EngineParts {
+    StreamEngine::from_model(
+        tiny_model(compute),
+        config,
+        prompt,
+        "",
+        compute.device.clone(),
+    )
+    .expect("engine")
 }
 
 fn stage(settings: EngineSettings) -> EngineStage {
     let compute = compute();
-    let config = EngineConfig {
-        t_index_list: settings.t_index_list.clone(),
-        seed: settings.seed,
-        guidance: Guidance {
-            cfg_type: settings.cfg_type,
-            scale: settings.guidance_scale,
-            delta: settings.delta,
-        },
-        ..EngineConfig::default()
-    };
-    let parts = load_parts(config, &settings.prompt, &compute);
-    EngineStage::new(parts.engine, parts.prompts, compute, settings).expect("stage")
+    EngineStage::from_model(tiny_model(&compute), compute, settings).expect("stage")
 }
 
 /// The fixture's 48x32 frames, packed RGB.
@@ -60,15 +60,15 @@ fn fixture_frames() -> Vec<Vec<u8>> {
 }
 
 fn video_frame(rgb: Vec<u8>, sequence: u64, width_px: usize, height_px: usize) -> VideoFrame {
-    VideoFrame {
-        rgb,
-        width_px,
-        height_px,
-        pts: Duration::from_millis(40 * sequence),
-        duration: Some(Duration::from_millis(40)),
-        captured_at: Instant::now(),
-        sequence,
-    }
+    let mut frame = VideoFrame::from_rgb(rgb, FrameSize::new(width_px, height_px)).expect("frame");
+    frame.pts = Duration::from_millis(40 * sequence);
+    frame.duration = Some(Duration::from_millis(40));
+    frame.sequence = sequence;
+    frame
+}
+
+fn rgb(frame: &VideoFrame) -> Vec<u8> {
+    frame.rgb().expect("pixels").to_vec()
 }
 
 fn to_image(rgb: &[u8], device: &burn::tensor::Device) -> Tensor<4> {
@@ -164,7 +164,7 @@ fn check_steady_state(frames_per_call: usize, cfg_type: CfgType) {
         .map(|&i| to_image(&frames[i], &device))
         .collect();
     let input = Tensor::cat(images, 0);
-    engine.prepare(32, 48).expect("prepare");
+    engine.prepare(FrameSize::new(48, 32)).expect("prepare");
     let latents = engine.encode(input);
     let prompt = parts.prompts.encode_pair(PROMPT_A, "");
     let expected: Vec<Tensor<4>> = (0..frames_per_call)
@@ -210,7 +210,7 @@ fn run_frames(stage: &mut EngineStage, frames: &[Vec<u8>]) -> Vec<VideoFrame> {
     for (i, rgb) in frames.iter().enumerate() {
         out.extend(
             stage
-                .process_aligned(video_frame(rgb.clone(), i as u64, 48, 32))
+                .process(video_frame(rgb.clone(), i as u64, 48, 32))
                 .expect("process"),
         );
     }
@@ -218,8 +218,8 @@ fn run_frames(stage: &mut EngineStage, frames: &[Vec<u8>]) -> Vec<VideoFrame> {
     out
 }
 
-fn stats(handle: &Arc<Mutex<EngineStats>>) -> EngineStats {
-    handle.lock().expect("stats").clone()
+fn stats(stage: &EngineStage) -> EngineStats {
+    stage.stats().engine.expect("engine stats")
 }
 
 #[test]
@@ -228,14 +228,14 @@ fn every_input_gives_one_output_with_its_own_timestamp() {
     let mut stage = stage(settings(CfgType::SelfNegative, vec![16, 32, 45]));
     assert_eq!(stage.delay_frames(), 2);
     let first = stage
-        .process_aligned(video_frame(frames[0].clone(), 0, 48, 32))
+        .process(video_frame(frames[0].clone(), 0, 48, 32))
         .expect("process");
     assert!(first.is_empty(), "nothing comes out while the batch fills");
     let mut out = first;
     for (i, rgb) in frames.iter().enumerate().skip(1) {
         out.extend(
             stage
-                .process_aligned(video_frame(rgb.clone(), i as u64, 48, 32))
+                .process(video_frame(rgb.clone(), i as u64, 48, 32))
                 .expect("process"),
         );
     }
@@ -245,37 +245,35 @@ fn every_input_gives_one_output_with_its_own_timestamp() {
     assert_eq!(sequences, vec![0, 1, 2, 3, 4, 5]);
     for frame in &out {
         assert_eq!(frame.pts, Duration::from_millis(40 * frame.sequence));
-        assert!(frame.is_consistent());
+        assert_eq!(frame.size(), FrameSize::new(48, 32));
     }
-    let stats = stats(&stage.stats());
+    let stats = stats(&stage);
     assert_eq!((stats.frames_in, stats.frames_out), (6, 6));
     assert_eq!(stats.unet_calls, 8, "six calls and a two-call flush");
     assert_eq!(stats.flush_calls, 2);
     assert_eq!(stats.unet_rows, 3, "self guidance adds no rows");
 
-    // The same engine through StreamDiffusion's unaligned `process`: output k is input k-2's.
-    let mut unaligned = stage_for_compare();
-    let mut direct = Vec::new();
-    for (i, rgb) in frames.iter().enumerate() {
-        direct.push(
-            unaligned
-                .process(video_frame(rgb.clone(), i as u64, 48, 32))
-                .expect("process"),
-        );
-    }
+    // StreamDiffusion's own `__call__` (the engine called frame by frame, each output labelled
+    // with the newest frame): its output k is aligned output k - 2.
+    let compute = compute();
+    let settings = settings(CfgType::SelfNegative, vec![16, 32, 45]);
+    let mut engine = load_parts(settings.engine_config(), PROMPT_A, &compute).engine;
+    let direct: Vec<Vec<u8>> = frames
+        .iter()
+        .map(|rgb| {
+            let image = to_image(rgb, &compute.device);
+            let images = engine.img2img(image).expect("img2img");
+            tensor_to_rgb((images + 1.0) / 2.0).expect("read back")
+        })
+        .collect();
     for k in 2..6 {
         assert_eq!(
-            direct[k].rgb,
-            out[k - 2].rgb,
+            direct[k],
+            rgb(&out[k - 2]),
             "aligned output {} is unaligned output {k}",
             k - 2
         );
-        assert_eq!(direct[k].sequence, k as u64);
     }
-}
-
-fn stage_for_compare() -> EngineStage {
-    stage(settings(CfgType::SelfNegative, vec![16, 32, 45]))
 }
 
 #[test]
@@ -292,7 +290,7 @@ fn similarity_filter_skips_repeats_and_re_emits_the_previous_output() {
         .collect();
     let out = run_frames(&mut stage, &inputs);
     assert_eq!(out.len(), inputs.len(), "no frame lost");
-    let stats = stats(&stage.stats());
+    let stats = stats(&stage);
     // Identical frames have similarity 1: skipped until the cap lets one through
     // (skip_count 1, 2, 3 > 2 -> forced), so calls 1-3 skip, 4 is forced.
     assert_eq!(stats.ssf.skipped, 4, "{stats:?}");
@@ -305,12 +303,16 @@ fn similarity_filter_skips_repeats_and_re_emits_the_previous_output() {
     );
     // Skips re-emit the previous output.
     for k in [1, 2, 3] {
-        assert_eq!(out[k].rgb, out[0].rgb, "skip {k} re-emits output 0");
+        assert_eq!(rgb(&out[k]), rgb(&out[0]), "skip {k} re-emits output 0");
     }
-    assert_eq!(out[7].rgb, out[6].rgb, "the repeat of frame 2 is skipped");
+    assert_eq!(
+        rgb(&out[7]),
+        rgb(&out[6]),
+        "the repeat of frame 2 is skipped"
+    );
     // A changed frame is never skipped: its output is new.
-    assert_ne!(out[5].rgb, out[4].rgb);
-    assert_ne!(out[6].rgb, out[5].rgb);
+    assert_ne!(rgb(&out[5]), rgb(&out[4]));
+    assert_ne!(rgb(&out[6]), rgb(&out[5]));
 }
 
 #[test]
@@ -326,11 +328,11 @@ fn prompt_change_takes_effect_within_the_pipeline_delay_and_loses_no_frame() {
     let all_b = reference(PROMPT_B);
 
     let mut live = stage(base);
-    let handle = live.settings();
+    let handle = live.controls().engine.expect("engine controls");
     let mut out = Vec::new();
     for (i, rgb) in frames.iter().enumerate() {
         if i == 3 {
-            handle.lock().expect("settings").prompt = PROMPT_B.into();
+            handle.update(|settings| settings.prompt = PROMPT_B.into());
             assert!(
                 live.wait_for_prompt(Duration::from_secs(60))
                     .expect("prompt worker"),
@@ -338,24 +340,29 @@ fn prompt_change_takes_effect_within_the_pipeline_delay_and_loses_no_frame() {
             );
         }
         out.extend(
-            live.process_aligned(video_frame(rgb.clone(), i as u64, 48, 32))
+            live.process(video_frame(rgb.clone(), i as u64, 48, 32))
                 .expect("process"),
         );
     }
     out.extend(live.finish().expect("finish"));
     assert_eq!(out.len(), 6, "no frame lost around the change");
-    assert_eq!(stats(&live.stats()).prompt_swaps, 1);
+    assert_eq!(stats(&live).prompt_swaps, 1);
     // Frames whose steps all ran before the swap are prompt A's; frames that entered after it
     // are prompt B's: the change is complete len(t_index_list) - 1 = 1 frame after the swap.
     for k in 0..2 {
-        assert_eq!(out[k].rgb, all_a[k].rgb, "frame {k} is prompt A's");
-    }
-    assert_ne!(out[2].rgb, all_a[2].rgb, "frame 2 finished with prompt B");
-    for k in 3..6 {
-        assert_eq!(out[k].rgb, all_b[k].rgb, "frame {k} is prompt B's");
+        assert_eq!(rgb(&out[k]), rgb(&all_a[k]), "frame {k} is prompt A's");
     }
     assert_ne!(
-        all_a[4].rgb, all_b[4].rgb,
+        rgb(&out[2]),
+        rgb(&all_a[2]),
+        "frame 2 finished with prompt B"
+    );
+    for k in 3..6 {
+        assert_eq!(rgb(&out[k]), rgb(&all_b[k]), "frame {k} is prompt B's");
+    }
+    assert_ne!(
+        rgb(&all_a[4]),
+        rgb(&all_b[4]),
         "the prompts differ in the output"
     );
 }
@@ -364,12 +371,12 @@ fn prompt_change_takes_effect_within_the_pipeline_delay_and_loses_no_frame() {
 fn live_settings_and_size_change_keep_every_frame() {
     let frames = fixture_frames()[..4].to_vec();
     let mut stage = stage(settings(CfgType::SelfNegative, vec![32, 45]));
-    let handle = stage.settings();
+    let handle = stage.controls().engine.expect("engine controls");
     let mut out = Vec::new();
     let mut sequence = 0u64;
     let mut feed = |stage: &mut EngineStage, rgb: Vec<u8>, w: usize, h: usize| {
         let produced = stage
-            .process_aligned(video_frame(rgb, sequence, w, h))
+            .process(video_frame(rgb, sequence, w, h))
             .expect("process");
         sequence += 1;
         produced
@@ -378,22 +385,19 @@ fn live_settings_and_size_change_keep_every_frame() {
         out.extend(feed(&mut stage, rgb.clone(), 48, 32));
     }
     // Guidance, cfg type, seed and a longer schedule: applied at the next frame.
-    {
-        let mut settings = handle.lock().expect("settings");
-        settings.guidance_scale = 1.8;
-        settings.cfg_type = CfgType::Initialize;
-        settings.seed = 77;
-        settings.t_index_list = vec![20, 32, 45];
-    }
+    handle
+        .try_update(|settings| {
+            settings.guidance_scale = 1.8;
+            settings.cfg_type = CfgType::Initialize;
+            settings.seed = 77;
+            settings.t_index_list = vec![20, 32, 45];
+        })
+        .expect("valid settings");
     for rgb in &frames {
         out.extend(feed(&mut stage, rgb.clone(), 48, 32));
     }
     assert_eq!(stage.delay_frames(), 2);
-    assert_eq!(
-        stats(&stage.stats()).unet_rows,
-        4,
-        "initialize adds one row"
-    );
+    assert_eq!(stats(&stage).unet_rows, 4, "initialize adds one row");
     // A new frame size (24x16): the frames in flight come out, new buffers are made.
     let small: Vec<u8> = frames[0]
         .chunks(3)
@@ -408,12 +412,8 @@ fn live_settings_and_size_change_keep_every_frame() {
     out.extend(stage.finish().expect("finish"));
     let sequences: Vec<u64> = out.iter().map(|f| f.sequence).collect();
     assert_eq!(sequences, (0..11).collect::<Vec<u64>>());
-    assert!(
-        out[8..]
-            .iter()
-            .all(|f| (f.width_px, f.height_px) == (24, 16) && f.is_consistent())
-    );
-    let stats = stats(&stage.stats());
+    assert!(out[8..].iter().all(|f| f.size() == FrameSize::new(24, 16)));
+    let stats = stats(&stage);
     assert_eq!(
         stats.reallocations, 3,
         "first size, new schedule length, new size"
@@ -424,6 +424,7 @@ fn live_settings_and_size_change_keep_every_frame() {
 #[test]
 fn stabilisation_around_the_engine_keeps_every_frame_in_order() {
     use streamdiff_pipeline::stage::stabilise::{StabiliseSettings, StabiliseStage};
+
     let frames = fixture_frames()[..5].to_vec();
     let inner = stage(settings(CfgType::SelfNegative, vec![16, 32, 45]));
     let mut stabilised = StabiliseStage::new(
@@ -437,12 +438,12 @@ fn stabilisation_around_the_engine_keeps_every_frame_in_order() {
     for (i, rgb) in frames.iter().enumerate() {
         out.extend(
             stabilised
-                .process_aligned(video_frame(rgb.clone(), i as u64, 48, 32))
+                .process(video_frame(rgb.clone(), i as u64, 48, 32))
                 .expect("process"),
         );
     }
     out.extend(stabilised.finish().expect("finish"));
     let sequences: Vec<u64> = out.iter().map(|f| f.sequence).collect();
     assert_eq!(sequences, vec![0, 1, 2, 3, 4]);
-    assert!(out.iter().all(VideoFrame::is_consistent));
+    assert!(out.iter().all(|f| f.size() == FrameSize::new(48, 32)));
 }

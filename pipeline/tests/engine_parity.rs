@@ -15,6 +15,7 @@ use streamdiff_models::sd::pipeline::{LoadOptions, StableDiffusion};
 use streamdiff_pipeline::stage::engine::ssf::SimilarityFilter;
 use streamdiff_pipeline::stage::engine::stream_batch::{CfgType, Guidance};
 use streamdiff_pipeline::stage::engine::{EngineConfig, StreamEngine};
+use streamdiff_types::FrameSize;
 
 /// Absolute floor of the tolerance. The UNet's float differences (about 1e-6 of its output)
 /// are amplified by `1/sqrt(ᾱ_t)` in `x0 = (x - sqrt(1-ᾱ)·ε)/sqrt(ᾱ)`: 14x at t = 999 (txt2img)
@@ -122,7 +123,9 @@ fn check_backend(choice: BackendChoice) {
             1e-4,
         );
 
-        engine.prepare(height, width).expect("prepare");
+        engine
+            .prepare(FrameSize::new(width, height))
+            .expect("prepare");
         engine
             .set_init_noise(float(&io["init_noise"], &device))
             .expect("noise");
@@ -183,7 +186,9 @@ fn check_backend(choice: BackendChoice) {
             let at = |what: &str| format!("{what}_{call}");
             let output = if case["mode"] == "txt2img" {
                 let noise = float(&io[&at("txt2img_noise")], &device);
-                engine.txt2img(noise, height, width).expect("txt2img")
+                engine
+                    .txt2img(noise, FrameSize::new(width, height))
+                    .expect("txt2img")
             } else {
                 let indices: Vec<usize> = match input {
                     serde_json::Value::Array(list) => list

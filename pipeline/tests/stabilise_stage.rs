@@ -2,13 +2,13 @@
 //! the inner stage adds fresh noise every frame. Stabilised, consecutive outputs differ less;
 //! strength 0 (set live) passes the inner output through unchanged.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use streamdiff_models::device::{BackendChoice, open_device};
 use streamdiff_pipeline::PipelineError;
-use streamdiff_pipeline::stage::FrameStage;
-use streamdiff_pipeline::stage::frame::VideoFrame;
 use streamdiff_pipeline::stage::stabilise::{StabiliseSettings, StabiliseStage, parse_strength};
+use streamdiff_pipeline::stage::{FrameStage, VideoFrame};
+use streamdiff_types::FrameSize;
 
 const WIDTH_PX: usize = 64;
 const HEIGHT_PX: usize = 48;
@@ -24,15 +24,17 @@ impl FrameStage for NoisyStage {
         "noise".to_string()
     }
 
-    fn process(&mut self, mut frame: VideoFrame) -> Result<VideoFrame, PipelineError> {
-        for byte in &mut frame.rgb {
+    fn process(&mut self, frame: VideoFrame) -> Result<Vec<VideoFrame>, PipelineError> {
+        let mut rgb = frame.rgb()?.to_vec();
+        for byte in &mut rgb {
             self.state ^= self.state << 13;
             self.state ^= self.state >> 7;
             self.state ^= self.state << 17;
             let noise = (self.state % (2 * self.amplitude as u64 + 1)) as i32 - self.amplitude;
             *byte = (i32::from(*byte) + noise).clamp(0, 255) as u8;
         }
-        Ok(frame)
+        let size = frame.size();
+        Ok(vec![frame.with_rgb(rgb, size)?])
     }
 }
 
@@ -44,15 +46,17 @@ fn scene(sequence: u64) -> VideoFrame {
             rgb.extend_from_slice(&[v as u8, (255.0 - v) as u8, 128]);
         }
     }
-    VideoFrame {
-        rgb,
-        width_px: WIDTH_PX,
-        height_px: HEIGHT_PX,
-        pts: Duration::from_millis(40 * sequence),
-        duration: None,
-        captured_at: Instant::now(),
-        sequence,
-    }
+    let mut frame = VideoFrame::from_rgb(rgb, FrameSize::new(WIDTH_PX, HEIGHT_PX)).expect("frame");
+    frame.pts = Duration::from_millis(40 * sequence);
+    frame.sequence = sequence;
+    frame
+}
+
+/// The one output of a per-frame stage, as bytes.
+fn one(stage: &mut dyn FrameStage, frame: VideoFrame) -> Vec<u8> {
+    let mut out = stage.process(frame).expect("frame");
+    assert_eq!(out.len(), 1, "a per-frame stage returns its frame at once");
+    out.remove(0).into_rgb().expect("bytes")
 }
 
 fn mean_abs_difference(a: &[u8], b: &[u8]) -> f64 {
@@ -72,18 +76,14 @@ fn stabilisation_damps_flicker_and_strength_zero_is_off() {
     });
     let mut stage =
         StabiliseStage::new(inner, &compute, StabiliseSettings::default()).expect("stabiliser");
-    let outputs: Vec<Vec<u8>> = (0..6)
-        .map(|t| stage.process(scene(t)).expect("frame").rgb)
-        .collect();
+    let outputs: Vec<Vec<u8>> = (0..6).map(|t| one(&mut stage, scene(t))).collect();
     let stabilised = mean_abs_difference(&outputs[4], &outputs[5]);
 
     let mut plain = NoisyStage {
         amplitude: 20,
         state: 0x1234_5678,
     };
-    let raw: Vec<Vec<u8>> = (0..6)
-        .map(|t| plain.process(scene(t)).expect("frame").rgb)
-        .collect();
+    let raw: Vec<Vec<u8>> = (0..6).map(|t| one(&mut plain, scene(t))).collect();
     let flickering = mean_abs_difference(&raw[4], &raw[5]);
     assert!(
         stabilised < 0.6 * flickering,
@@ -93,10 +93,10 @@ fn stabilisation_damps_flicker_and_strength_zero_is_off() {
     assert_eq!(outputs[0], raw[0]);
 
     // Off, live: the next output is the inner stage's own.
-    let settings = stage.settings();
-    settings.lock().expect("settings").strength = 0.0;
-    let off = stage.process(scene(6)).expect("frame").rgb;
-    let expected = plain.process(scene(6)).expect("frame").rgb;
+    let settings = stage.controls().stabilise.expect("the stabiliser's handle");
+    settings.update(|s| s.strength = 0.0);
+    let off = one(&mut stage, scene(6));
+    let expected = one(&mut plain, scene(6));
     assert_eq!(off, expected);
 }
 

@@ -6,34 +6,9 @@
 
 use crate::ShaderError;
 
-/// Size of a plane, in pixels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Size {
-    /// Width in pixels.
-    pub width_px: usize,
-    /// Height in pixels.
-    pub height_px: usize,
-}
-
-impl Size {
-    /// A size.
-    pub fn new(width_px: usize, height_px: usize) -> Self {
-        Self {
-            width_px,
-            height_px,
-        }
-    }
-
-    /// Number of pixels.
-    pub fn pixels(&self) -> usize {
-        self.width_px * self.height_px
-    }
-
-    /// The next-coarser pyramid level: halved, rounded up.
-    pub fn half(&self) -> Self {
-        Self::new(self.width_px.div_ceil(2), self.height_px.div_ceil(2))
-    }
-}
+/// The size of a plane, in pixels: the workspace's one [`streamdiff_types::FrameSize`], under the short name the
+/// kernels use.
+pub use streamdiff_types::FrameSize as Size;
 
 /// The grid of patches the inverse search runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -12,12 +12,13 @@ use streamdiff_e2e::{decode_video, psnr, run_streamdiff, temp_dir};
 use streamdiff_models::device::{BackendChoice, open_device};
 use streamdiff_models::sd::pipeline::{LoadOptions, StableDiffusion};
 use streamdiff_models::testdata;
-use streamdiff_pipeline::io::source::{Capture, CaptureConfig, SourceSpec, fit_size};
+use streamdiff_pipeline::io::source::{Capture, CaptureConfig, SourceSpec};
 use streamdiff_pipeline::queue::FrameQueue;
 use streamdiff_pipeline::stage::FrameStage;
-use streamdiff_pipeline::stage::engine::stage::{EngineSettings, EngineStage};
-use streamdiff_pipeline::stage::engine::stream_batch::{CfgType, Guidance};
-use streamdiff_pipeline::stage::engine::{EngineConfig, StreamEngine};
+use streamdiff_pipeline::stage::engine::settings::EngineSettings;
+use streamdiff_pipeline::stage::engine::stage::EngineStage;
+use streamdiff_pipeline::stage::engine::stream_batch::CfgType;
+use streamdiff_types::FrameSize;
 
 const SIZE_PX: usize = 64;
 const FRAMES: usize = 6;
@@ -88,9 +89,10 @@ fn tiny_stable_diffusion_through_streamdiff_run() {
         "every input frame is in the output"
     );
     let input = decode_video(&clip).expect("input decodes");
-    let (want_w, want_h) = fit_size(input.frames[0].width_px, input.frames[0].height_px, SIZE_PX);
+    let want =
+        FrameSize::new(input.frames[0].width_px, input.frames[0].height_px).fit_long_side(SIZE_PX);
     for frame in &output.frames {
-        assert_eq!((frame.width_px, frame.height_px), (want_w, want_h));
+        assert_eq!(FrameSize::new(frame.width_px, frame.height_px), want);
     }
 
     // Reference: the same capture, through the engine stage in this process.
@@ -118,37 +120,27 @@ fn tiny_stable_diffusion_through_streamdiff_run() {
         seed: 7,
         ..EngineSettings::default()
     };
-    let config = EngineConfig {
-        t_index_list: settings.t_index_list.clone(),
-        guidance: Guidance {
-            cfg_type: settings.cfg_type,
-            scale: settings.guidance_scale,
-            delta: settings.delta,
-        },
-        seed: settings.seed,
-        ..EngineConfig::default()
-    };
     let sd = StableDiffusion::from_pretrained(
         model.to_str().expect("utf-8 path"),
         &LoadOptions::default(),
         &compute.device,
     )
     .expect("model loads");
-    let parts =
-        StreamEngine::from_model(sd, config, PROMPT, "", compute.device.clone()).expect("engine");
-    let mut stage =
-        EngineStage::new(parts.engine, parts.prompts, compute, settings).expect("stage");
+    let mut stage = EngineStage::from_model(sd, compute, settings).expect("stage");
     let mut expected = Vec::new();
     for frame in captured.iter().cloned() {
-        expected.extend(stage.process_aligned(frame).expect("process"));
+        expected.extend(stage.process(frame).expect("process"));
     }
     expected.extend(stage.finish().expect("finish"));
     assert_eq!(expected.len(), FRAMES);
     for index in [0, FRAMES - 1] {
         let got = luma(&output.frames[index].rgb);
-        let same_db = psnr(&got, &luma(&expected[index].rgb));
-        let other_db = psnr(&got, &luma(&expected[(index + 2) % FRAMES].rgb));
-        let input_db = psnr(&got, &luma(&captured[index].rgb));
+        let same_db = psnr(&got, &luma(expected[index].rgb().expect("pixels")));
+        let other_db = psnr(
+            &got,
+            &luma(expected[(index + 2) % FRAMES].rgb().expect("pixels")),
+        );
+        let input_db = psnr(&got, &luma(captured[index].rgb().expect("pixels")));
         eprintln!(
             "frame {index}: luma {same_db:.1} dB vs the engine, {other_db:.1} dB vs another frame's result, {input_db:.1} dB vs the input"
         );

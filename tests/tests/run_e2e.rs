@@ -9,9 +9,10 @@ use streamdiff_models::device::{BackendChoice, open_device};
 use streamdiff_models::paths::default_multistyle_path;
 use streamdiff_models::style::StyleMix;
 use streamdiff_models::testdata;
-use streamdiff_pipeline::io::source::{Capture, CaptureConfig, SourceSpec, fit_size};
+use streamdiff_pipeline::io::source::{Capture, CaptureConfig, SourceSpec};
 use streamdiff_pipeline::queue::FrameQueue;
-use streamdiff_pipeline::stage::StyleStage;
+use streamdiff_pipeline::stage::style::{StyleSettings, StyleStage};
+use streamdiff_types::FrameSize;
 
 /// Small frames keep the debug-build test quick; the path is the same at any size.
 const SIZE_PX: usize = 96;
@@ -63,9 +64,9 @@ fn bigbuckbunny_through_streamdiff_run() {
     assert_eq!(summary["frames_dropped"], 0);
 
     let (input_w, input_h) = (input.frames[0].width_px, input.frames[0].height_px);
-    let (want_w, want_h) = fit_size(input_w, input_h, SIZE_PX);
+    let want = FrameSize::new(input_w, input_h).fit_long_side(SIZE_PX);
     for frame in &output.frames {
-        assert_eq!((frame.width_px, frame.height_px), (want_w, want_h));
+        assert_eq!(FrameSize::new(frame.width_px, frame.height_px), want);
     }
     let frame_time = input.frames[0]
         .duration
@@ -93,19 +94,26 @@ fn bigbuckbunny_through_streamdiff_run() {
     assert_eq!(captured.len(), input.frames.len());
     let compute = open_device(BackendChoice::Wgpu).expect("wgpu");
     let style = StyleMix::parse("style-19").expect("style");
-    let stage = StyleStage::load(&model, compute, style.clone()).expect("model");
+    let stage = StyleStage::load(
+        &model,
+        compute,
+        StyleSettings {
+            style: style.clone(),
+        },
+    )
+    .expect("model");
     assert_eq!(model, default_multistyle_path());
     let stylise = |index: usize| {
         let frame = &captured[index];
         stage
-            .stylize_rgb(&frame.rgb, frame.width_px, frame.height_px, &style)
+            .stylize_rgb(frame.rgb().expect("pixels"), frame.size(), &style)
             .expect("stylise")
     };
     for index in SAMPLE_FRAMES {
         let got = luma(&output.frames[index].rgb);
         let stylised_db = psnr(&got, &luma(&stylise(index)));
         let neighbour_db = psnr(&got, &luma(&stylise(index + 1)));
-        let passthrough_db = psnr(&got, &luma(&captured[index].rgb));
+        let passthrough_db = psnr(&got, &luma(captured[index].rgb().expect("pixels")));
         eprintln!(
             "frame {index}: luma {stylised_db:.1} dB vs model, {neighbour_db:.1} dB vs the next \
              frame's result, {passthrough_db:.1} dB vs the input"

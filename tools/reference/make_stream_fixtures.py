@@ -6,7 +6,7 @@ The script drives the unmodified `streamdiffusion.StreamDiffusion` class (pipeli
 components of `models/tests/fixtures/sd` (unet_sd21, text_encoder_sd21, taesd) and a tiny
 character-level CLIP tokenizer, and records every call: the input frames, the noise StreamDiffusion
 drew, the latents it encoded, the stream-batch buffer, the RCFG stock noise, the x0 it emitted and the
-decoded output frames. The Rust engine (pipeline/src/engine) must reproduce the outputs.
+decoded output frames. The Rust engine (pipeline/src/stage/engine) must reproduce the outputs.
 
     /tmp/sd024/bin/python tools/reference/make_stream_fixtures.py
 

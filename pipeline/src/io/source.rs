@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -13,8 +13,13 @@ use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 use gstreamer_video::prelude::*;
 
+use streamdiff_models::device::ComputeDevice;
+use streamdiff_types::FrameSize;
+
+use super::gst::{describe_error, first_error, gst_err, init_gstreamer, make};
 use crate::PipelineError;
 use crate::queue::{FrameQueue, QueuePolicy};
+use crate::stage::control::{Live, SettingsError};
 use crate::stage::frame::VideoFrame;
 
 /// Where frames come from.
@@ -81,12 +86,47 @@ impl SourceSpec {
     }
 }
 
+/// Processing sizes (the longer side, in pixels) the pipeline accepts.
+pub const SIZE_RANGE_PX: std::ops::RangeInclusive<usize> = 32..=4096;
+/// The processing size on a GPU.
+pub const DEFAULT_GPU_SIZE_PX: usize = 512;
+/// The processing size on a CPU (lavapipe, flex): a quarter of the pixels.
+pub const DEFAULT_CPU_SIZE_PX: usize = 256;
+/// Frames the input queue holds.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 4;
+/// Length of the non-live test pattern, in frames (5 s at 30 fps).
+pub const DEFAULT_TEST_PATTERN_FRAMES: u64 = 150;
+
+/// The processing size used when none is given: [`DEFAULT_GPU_SIZE_PX`] on a GPU,
+/// [`DEFAULT_CPU_SIZE_PX`] on a CPU.
+pub fn default_size_px(compute: &ComputeDevice) -> usize {
+    if compute.is_cpu {
+        DEFAULT_CPU_SIZE_PX
+    } else {
+        DEFAULT_GPU_SIZE_PX
+    }
+}
+
+/// Checks a processing size against [`SIZE_RANGE_PX`].
+pub fn check_size_px(size_px: usize) -> Result<(), SettingsError> {
+    if SIZE_RANGE_PX.contains(&size_px) {
+        Ok(())
+    } else {
+        Err(SettingsError::Size {
+            size_px,
+            min_px: *SIZE_RANGE_PX.start(),
+            max_px: *SIZE_RANGE_PX.end(),
+        })
+    }
+}
+
 /// How to capture.
 #[derive(Clone, Debug)]
 pub struct CaptureConfig {
     /// The source.
     pub source: SourceSpec,
-    /// Longer side of the frames handed to the model, in pixels (rounded to a multiple of 4).
+    /// Longer side of the frames handed to the model, in pixels (rounded to a multiple of 4;
+    /// see [`FrameSize::fit_long_side`]). A source that changes size mid-stream keeps it.
     pub size_px: usize,
     /// Pace a file in real time and drop frames like a live source.
     pub realtime: bool,
@@ -106,8 +146,8 @@ impl CaptureConfig {
             size_px,
             realtime: false,
             max_frames: None,
-            test_pattern_frames: 150,
-            queue_capacity: 4,
+            test_pattern_frames: DEFAULT_TEST_PATTERN_FRAMES,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
         }
     }
 
@@ -121,14 +161,12 @@ impl CaptureConfig {
     }
 }
 
-/// What the capture negotiated.
+/// A stream's frame size and rate: what the capture negotiated, and what an output starts with.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StreamInfo {
-    /// Width in pixels.
-    pub width_px: usize,
-    /// Height in pixels.
-    pub height_px: usize,
-    /// Frame rate as a fraction; `0/1` when variable or unknown.
+    /// The frame size.
+    pub size: FrameSize,
+    /// Frame rate as a fraction `(numerator, denominator)`; `(0, 1)` when variable or unknown.
     pub framerate: (i32, i32),
 }
 
@@ -148,35 +186,6 @@ pub struct Capture {
     frames: Arc<AtomicU64>,
     bus_thread: Option<JoinHandle<CaptureEnd>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
-}
-
-/// Initialises GStreamer once, with a clear error if it is missing.
-pub fn init_gstreamer() -> Result<(), PipelineError> {
-    static INIT: OnceLock<Result<(), String>> = OnceLock::new();
-    INIT.get_or_init(|| gst::init().map_err(|err| err.to_string()))
-        .clone()
-        .map_err(|err| PipelineError::Gstreamer(format!("GStreamer failed to start: {err}")))
-}
-
-fn make(factory: &str) -> Result<gst::Element, PipelineError> {
-    gst::ElementFactory::make(factory).build().map_err(|_| {
-        PipelineError::Gstreamer(format!(
-            "GStreamer element `{factory}` is missing; run scripts/setup.sh to install the plugins"
-        ))
-    })
-}
-
-/// Output size for an input of `width`x`height` (display aspect): the longer side becomes
-/// `size_px`, both sides rounded to a multiple of 4 (at least 16).
-pub fn fit_size(width_px: usize, height_px: usize, size_px: usize) -> (usize, usize) {
-    let round4 = |v: f64| ((v / 4.0).round() as usize * 4).max(16);
-    let (w, h) = (width_px.max(1) as f64, height_px.max(1) as f64);
-    let long = size_px as f64;
-    if w >= h {
-        (round4(long), round4(long * h / w))
-    } else {
-        (round4(long * w / h), round4(long))
-    }
 }
 
 impl Capture {
@@ -219,15 +228,13 @@ impl Capture {
                     let par = video.par();
                     let display_width =
                         video.width() as f64 * par.numer() as f64 / par.denom().max(1) as f64;
-                    let (w, h) = fit_size(
-                        display_width.round() as usize,
-                        video.height() as usize,
-                        size_px,
-                    );
+                    let target =
+                        FrameSize::new(display_width.round() as usize, video.height() as usize)
+                            .fit_long_side(size_px);
                     let target = gst_video::VideoCapsBuilder::new()
                         .format(gst_video::VideoFormat::Rgb)
-                        .width(w as i32)
-                        .height(h as i32)
+                        .width(target.width_px as i32)
+                        .height(target.height_px as i32)
                         .pixel_aspect_ratio(gst::Fraction::new(1, 1))
                         .build();
                     filter.set_property("caps", &target);
@@ -288,7 +295,7 @@ impl Capture {
 
         let info = Arc::new(OnceLock::new());
         let frames = Arc::new(AtomicU64::new(0));
-        let first_pts: Arc<Mutex<Option<gst::ClockTime>>> = Arc::new(Mutex::new(None));
+        let first_pts: Live<Option<gst::ClockTime>> = Live::new(None);
         let max_frames = config.max_frames;
         {
             let queue = queue.clone();
@@ -405,10 +412,6 @@ impl Drop for Capture {
     }
 }
 
-fn gst_err(err: impl std::fmt::Display) -> PipelineError {
-    PipelineError::Gstreamer(err.to_string())
-}
-
 /// `uridecodebin` for files and URIs; video pads go to `video_sink`, others to a fakesink.
 fn add_decoder(
     pipeline: &gst::Pipeline,
@@ -454,7 +457,7 @@ fn add_decoder(
 fn sample_to_frame(
     sample: &gst::Sample,
     info: &OnceLock<StreamInfo>,
-    first_pts: &Mutex<Option<gst::ClockTime>>,
+    first_pts: &Live<Option<gst::ClockTime>>,
     frames: &AtomicU64,
 ) -> Option<VideoFrame> {
     let captured_at = Instant::now();
@@ -462,66 +465,29 @@ fn sample_to_frame(
     let video = gst_video::VideoInfo::from_caps(caps).ok()?;
     let buffer = sample.buffer()?;
     let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &video).ok()?;
-    let (width, height) = (video.width() as usize, video.height() as usize);
+    let size = FrameSize::new(video.width() as usize, video.height() as usize);
     let stride = usize::try_from(*frame.plane_stride().first()?).ok()?;
     let data = frame.plane_data(0).ok()?;
-    let row_bytes = width * 3;
-    let mut rgb = Vec::with_capacity(row_bytes * height);
-    for row in 0..height {
+    let row_bytes = size.width_px * 3;
+    let mut rgb = Vec::with_capacity(size.rgb_bytes());
+    for row in 0..size.height_px {
         rgb.extend_from_slice(data.get(row * stride..row * stride + row_bytes)?);
     }
     let fps = video.fps();
     let _ = info.set(StreamInfo {
-        width_px: width,
-        height_px: height,
+        size,
         framerate: (fps.numer(), fps.denom()),
     });
     let pts = buffer.pts().unwrap_or(gst::ClockTime::ZERO);
-    let start = {
-        let mut first = first_pts.lock().unwrap_or_else(|p| p.into_inner());
-        *first.get_or_insert(pts)
-    };
-    Some(VideoFrame {
-        rgb,
-        width_px: width,
-        height_px: height,
-        pts: Duration::from_nanos(pts.saturating_sub(start).nseconds()),
-        duration: buffer
-            .duration()
-            .map(|d| Duration::from_nanos(d.nseconds())),
-        captured_at,
-        sequence: frames.load(Ordering::Relaxed),
-    })
-}
-
-/// The first error message waiting on the bus, as one line.
-fn first_error(bus: &gst::Bus) -> Option<String> {
-    while let Some(message) = bus.timed_pop_filtered(
-        gst::ClockTime::from_mseconds(500),
-        &[gst::MessageType::Error],
-    ) {
-        if let gst::MessageView::Error(err) = message.view() {
-            return Some(describe_error(err));
-        }
-    }
-    None
-}
-
-/// GStreamer's message plus the short debug detail when it says more.
-pub(crate) fn describe_error(err: &gst::message::Error) -> String {
-    let main = err.error().to_string();
-    match err.debug() {
-        Some(debug) => {
-            // The debug string starts with a source-code location; keep only its last line.
-            let detail = debug.lines().last().unwrap_or_default().trim().to_string();
-            if detail.is_empty() || main.contains(&detail) {
-                main
-            } else {
-                format!("{main} ({detail})")
-            }
-        }
-        None => main,
-    }
+    let start = first_pts.update(|first| *first.get_or_insert(pts));
+    let mut frame = VideoFrame::from_rgb(rgb, size).ok()?;
+    frame.pts = Duration::from_nanos(pts.saturating_sub(start).nseconds());
+    frame.duration = buffer
+        .duration()
+        .map(|d| Duration::from_nanos(d.nseconds()));
+    frame.captured_at = captured_at;
+    frame.sequence = frames.load(Ordering::Relaxed);
+    Some(frame)
 }
 
 fn watch_bus(
@@ -590,10 +556,10 @@ mod tests {
     }
 
     #[test]
-    fn fits_long_side_and_rounds_to_four() {
-        assert_eq!(fit_size(1280, 720, 256), (256, 144));
-        assert_eq!(fit_size(720, 1280, 256), (144, 256));
-        assert_eq!(fit_size(832, 480, 250), (252, 144));
-        assert_eq!(fit_size(100, 100, 64), (64, 64));
+    fn processing_sizes_are_checked() {
+        assert!(check_size_px(32).is_ok());
+        assert!(check_size_px(4096).is_ok());
+        let err = check_size_px(5).expect_err("too small");
+        assert_eq!(err.to_string(), "size 5 is out of range (32..=4096 px)");
     }
 }

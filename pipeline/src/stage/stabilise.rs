@@ -3,18 +3,17 @@
 //! output where the scene is the same (forward–backward consistent, photometrically close).
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
 
 use streamdiff_models::device::ComputeDevice;
 use streamdiff_shaders::flow::FlowQuality;
-use streamdiff_shaders::ops::Size;
 use streamdiff_shaders::stabilise::FrameStabiliser;
+use streamdiff_types::FrameSize;
 
+use super::control::{Live, SettingsError, StageControls, StageStats, Validate};
+use super::{FrameStage, VideoFrame};
 use crate::PipelineError;
-use crate::stage::FrameStage;
-use crate::stage::frame::VideoFrame;
 
-/// The strength used when `--stabilise` is given without a value.
+/// The strength used when stabilisation is asked for without a value.
 pub const DEFAULT_STRENGTH: f32 = 0.8;
 
 /// Settings of the stabiliser that may change while frames flow.
@@ -25,6 +24,7 @@ pub struct StabiliseSettings {
 }
 
 impl Default for StabiliseSettings {
+    /// [`DEFAULT_STRENGTH`].
     fn default() -> Self {
         Self {
             strength: DEFAULT_STRENGTH,
@@ -32,26 +32,31 @@ impl Default for StabiliseSettings {
     }
 }
 
-/// Checks a user-given strength.
-pub fn parse_strength(text: &str) -> Result<f32, PipelineError> {
-    let strength: f32 = text.trim().parse().map_err(|_| {
-        PipelineError::Input(format!("stabilise strength `{text}` is not a number"))
-    })?;
-    if (0.0..=1.0).contains(&strength) {
-        Ok(strength)
-    } else {
-        Err(PipelineError::Input(format!(
-            "stabilise strength {strength} is outside 0.0..=1.0"
-        )))
+impl Validate for StabiliseSettings {
+    fn validate(&self) -> Result<(), SettingsError> {
+        if (0.0..=1.0).contains(&self.strength) {
+            Ok(())
+        } else {
+            Err(SettingsError::StabiliseStrength(self.strength))
+        }
     }
+}
+
+/// Checks a user-given strength.
+pub fn parse_strength(text: &str) -> Result<f32, SettingsError> {
+    let strength: f32 = text.trim().parse().map_err(|_| SettingsError::NotANumber {
+        setting: "stabilise strength",
+        text: text.to_string(),
+    })?;
+    StabiliseSettings { strength }.validate()?;
+    Ok(strength)
 }
 
 /// What the stabiliser remembers of the previous frame.
 struct Previous {
     input: Vec<u8>,
     output: Vec<u8>,
-    width_px: usize,
-    height_px: usize,
+    size: FrameSize,
     sequence: u64,
 }
 
@@ -59,8 +64,8 @@ struct Previous {
 pub struct StabiliseStage {
     inner: Box<dyn FrameStage>,
     engine: FrameStabiliser,
-    /// Shared with controllers (GUI, element); copied out once per frame.
-    settings: Arc<Mutex<StabiliseSettings>>,
+    /// Shared with controllers; copied out once per frame.
+    settings: Live<StabiliseSettings>,
     previous: Option<Previous>,
     /// Inputs whose output a delayed inner stage has not returned yet: (sequence, pixels).
     pending_inputs: VecDeque<(u64, Vec<u8>)>,
@@ -74,54 +79,26 @@ impl StabiliseStage {
         compute: &ComputeDevice,
         settings: StabiliseSettings,
     ) -> Result<Self, PipelineError> {
+        settings.validate()?;
         let engine = FrameStabiliser::new(&compute.device, FlowQuality::Fast)?;
         Ok(Self {
             inner,
             engine,
-            settings: Arc::new(Mutex::new(settings)),
+            settings: Live::new(settings),
             previous: None,
             pending_inputs: VecDeque::new(),
         })
     }
 
     /// A handle to change the settings live.
-    pub fn settings(&self) -> Arc<Mutex<StabiliseSettings>> {
+    pub fn settings(&self) -> Live<StabiliseSettings> {
         self.settings.clone()
     }
-}
 
-impl FrameStage for StabiliseStage {
-    fn name(&self) -> String {
-        format!("{} + flow stabilisation", self.inner.name())
-    }
-
-    fn process(&mut self, frame: VideoFrame) -> Result<VideoFrame, PipelineError> {
-        let input = frame.rgb.clone();
-        let output = self.inner.process(frame)?;
-        self.stabilise_output(input, output)
-    }
-
-    fn delay_frames(&self) -> usize {
-        self.inner.delay_frames()
-    }
-
-    /// A delayed inner stage (the diffusion engine) returns each output with the timing of
-    /// the input it came from: the input is looked up by its sequence number.
-    fn process_aligned(&mut self, frame: VideoFrame) -> Result<Vec<VideoFrame>, PipelineError> {
-        self.pending_inputs
-            .push_back((frame.sequence, frame.rgb.clone()));
-        let outputs = self.inner.process_aligned(frame)?;
-        self.stabilise_aligned(outputs)
-    }
-
-    fn finish(&mut self) -> Result<Vec<VideoFrame>, PipelineError> {
-        let outputs = self.inner.finish()?;
-        self.stabilise_aligned(outputs)
-    }
-}
-
-impl StabiliseStage {
-    fn stabilise_aligned(
+    /// Stabilises the inner stage's outputs. A delayed inner stage (the diffusion engine)
+    /// returns each output with the timing of the input it came from: the input is looked up
+    /// by its sequence number.
+    fn stabilise_all(
         &mut self,
         outputs: Vec<VideoFrame>,
     ) -> Result<Vec<VideoFrame>, PipelineError> {
@@ -150,41 +127,91 @@ impl StabiliseStage {
     fn stabilise_output(
         &mut self,
         input: Vec<u8>,
-        mut output: VideoFrame,
+        output: VideoFrame,
     ) -> Result<VideoFrame, PipelineError> {
-        let settings = *self
-            .settings
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let size = Size::new(output.width_px, output.height_px);
+        let settings = self.settings.get();
+        let size = output.size();
+        let mut rgb = output.rgb()?.to_vec();
         // Only a directly preceding frame of the same size can be carried forward: a drop
         // (sequence gap) or a size change starts afresh.
         let usable = self.previous.as_ref().filter(|previous| {
-            previous.width_px == output.width_px
-                && previous.height_px == output.height_px
+            previous.size == size
                 && previous.sequence + 1 == output.sequence
-                && input.len() == output.rgb.len()
+                && input.len() == rgb.len()
                 && previous.input.len() == input.len()
         });
-        if let Some(previous) = usable
+        let changed = if let Some(previous) = usable
             && settings.strength > 0.0
         {
-            output.rgb = self.engine.stabilise(
+            rgb = self.engine.stabilise(
                 &previous.input,
                 &previous.output,
                 &input,
-                &output.rgb,
+                &rgb,
                 size,
                 settings.strength,
             )?;
-        }
+            true
+        } else {
+            false
+        };
         self.previous = Some(Previous {
             input,
-            output: output.rgb.clone(),
-            width_px: output.width_px,
-            height_px: output.height_px,
+            output: rgb.clone(),
+            size,
             sequence: output.sequence,
         });
-        Ok(output)
+        if changed {
+            Ok(output.with_rgb(rgb, size)?)
+        } else {
+            Ok(output)
+        }
+    }
+}
+
+impl FrameStage for StabiliseStage {
+    fn name(&self) -> String {
+        format!("{} + flow stabilisation", self.inner.name())
+    }
+
+    fn process(&mut self, frame: VideoFrame) -> Result<Vec<VideoFrame>, PipelineError> {
+        self.pending_inputs
+            .push_back((frame.sequence, frame.rgb()?.to_vec()));
+        let outputs = self.inner.process(frame)?;
+        self.stabilise_all(outputs)
+    }
+
+    fn finish(&mut self) -> Result<Vec<VideoFrame>, PipelineError> {
+        let outputs = self.inner.finish()?;
+        let stabilised = self.stabilise_all(outputs);
+        self.pending_inputs.clear();
+        self.previous = None;
+        stabilised
+    }
+
+    fn reset(&mut self) {
+        self.inner.reset();
+        self.pending_inputs.clear();
+        self.previous = None;
+    }
+
+    fn delay_frames(&self) -> usize {
+        self.inner.delay_frames()
+    }
+
+    fn controls(&self) -> StageControls {
+        StageControls {
+            stabilise: Some(self.settings.clone()),
+            ..StageControls::default()
+        }
+        .merged_with(self.inner.controls())
+    }
+
+    fn stats(&self) -> StageStats {
+        self.inner.stats()
+    }
+
+    fn compute(&self) -> Option<&ComputeDevice> {
+        self.inner.compute()
     }
 }

@@ -5,6 +5,7 @@
 //! - [`stream_batch`]: Stream Batch and Residual CFG, the latent state machine.
 //! - [`ssf`]: the Stochastic Similarity Filter.
 //! - [`noise`]: seeded host-side noise, the same on every backend.
+//! - [`settings`]: the live settings, their defaults and checks.
 //! - [`stage`]: the live [`crate::stage::FrameStage`] with live control and honest timing.
 //!
 //! [`StreamEngine`] here owns the models and one [`stream_batch::StreamBatch`] for the current
@@ -13,6 +14,7 @@
 
 pub mod noise;
 pub mod scheduler;
+pub mod settings;
 pub mod ssf;
 pub mod stage;
 pub mod stream_batch;
@@ -26,9 +28,15 @@ use streamdiff_models::sd::taesd::Taesd;
 use streamdiff_models::sd::tokenizer::ClipTokenizer;
 use streamdiff_models::sd::unet::UNet2DConditionModel;
 
+use streamdiff_types::FrameSize;
+
 use crate::PipelineError;
 use scheduler::{SchedulerConfig, StreamSchedule};
-use stream_batch::{CfgType, Guidance, PromptEmbeds, StreamBatch, UnetBatch, init_noise};
+use settings::{
+    DEFAULT_CFG_TYPE, DEFAULT_DELTA, DEFAULT_GUIDANCE_SCALE, DEFAULT_SEED, DEFAULT_T_INDEX_LIST,
+    NUM_INFERENCE_STEPS,
+};
+use stream_batch::{Guidance, PromptEmbeds, StreamBatch, UnetBatch, init_noise};
 
 /// The image-to-latent scale of SD's autoencoders: latents are 1/8 of the image per side.
 pub const LATENT_SCALE: usize = 8;
@@ -51,18 +59,19 @@ pub struct EngineConfig {
 }
 
 impl Default for EngineConfig {
+    /// The defaults of [`settings`], one frame per call, noise added.
     fn default() -> Self {
         Self {
-            t_index_list: vec![32, 45],
-            num_inference_steps: 50,
+            t_index_list: DEFAULT_T_INDEX_LIST.to_vec(),
+            num_inference_steps: NUM_INFERENCE_STEPS,
             frame_buffer_size: 1,
             guidance: Guidance {
-                cfg_type: CfgType::SelfNegative,
-                scale: 1.2,
-                delta: 1.0,
+                cfg_type: DEFAULT_CFG_TYPE,
+                scale: DEFAULT_GUIDANCE_SCALE,
+                delta: DEFAULT_DELTA,
             },
             do_add_noise: true,
-            seed: 2,
+            seed: DEFAULT_SEED,
         }
     }
 }
@@ -114,10 +123,10 @@ pub struct StreamEngine {
     config: EngineConfig,
     prompt: PromptEmbeds,
     batch: Option<StreamBatch>,
-    /// `[height, width]` in pixels of the frames the batch was made for.
-    image_size_px: Option<[usize; 2]>,
-    /// `[height, width]` the frames are resized to for the models (see [`processing_size`]).
-    processing_size_px: Option<[usize; 2]>,
+    /// The frames the batch was made for.
+    image_size: Option<FrameSize>,
+    /// What the frames are resized to for the models (see [`processing_size`]).
+    processing_size: Option<FrameSize>,
     /// Processing sizes are multiples of this (8 × the UNet's total downsampling).
     pixel_multiple: usize,
     device: Device,
@@ -155,8 +164,8 @@ impl StreamEngine {
             config,
             prompt,
             batch: None,
-            image_size_px: None,
-            processing_size_px: None,
+            image_size: None,
+            processing_size: None,
             pixel_multiple: LATENT_SCALE,
             device,
         })
@@ -171,9 +180,9 @@ impl StreamEngine {
         self
     }
 
-    /// `[height, width]` the frames are processed at (after [`Self::prepare`]).
-    pub fn processing_size_px(&self) -> Option<[usize; 2]> {
-        self.processing_size_px
+    /// The size frames are processed at (after [`Self::prepare`]).
+    pub fn processing_size(&self) -> Option<FrameSize> {
+        self.processing_size
     }
 
     /// Builds the engine from a loaded model (its scheduler config read from `scheduler/`
@@ -283,15 +292,17 @@ impl StreamEngine {
         self.batch = None;
     }
 
-    /// Makes sure the stream batch fits `height_px` x `width_px` frames; a new size allocates
-    /// new buffers. Returns whether it did.
-    pub fn prepare(&mut self, height_px: usize, width_px: usize) -> Result<bool, PipelineError> {
-        if self.batch.is_some() && self.image_size_px == Some([height_px, width_px]) {
+    /// Makes sure the stream batch fits frames of `size`; a new size allocates new buffers.
+    /// Returns whether it did.
+    pub fn prepare(&mut self, size: FrameSize) -> Result<bool, PipelineError> {
+        if self.batch.is_some() && self.image_size == Some(size) {
             return Ok(false);
         }
-        let [processing_h, processing_w] =
-            processing_size(height_px, width_px, self.pixel_multiple)?;
-        let (latent_h, latent_w) = (processing_h / LATENT_SCALE, processing_w / LATENT_SCALE);
+        let processing = processing_size(size, self.pixel_multiple)?;
+        let (latent_h, latent_w) = (
+            processing.height_px / LATENT_SCALE,
+            processing.width_px / LATENT_SCALE,
+        );
         let schedule = StreamSchedule::new(
             &self.scheduler,
             self.config.num_inference_steps,
@@ -307,8 +318,8 @@ impl StreamEngine {
             noise,
             self.config.do_add_noise,
         ));
-        self.image_size_px = Some([height_px, width_px]);
-        self.processing_size_px = Some([processing_h, processing_w]);
+        self.image_size = Some(size);
+        self.processing_size = Some(processing);
         Ok(true)
     }
 
@@ -316,8 +327,8 @@ impl StreamEngine {
     /// processing size first where it differs.
     pub fn encode(&self, images: Tensor<4>) -> Tensor<4> {
         let [_, _, h, w] = images.dims();
-        let images = match self.processing_size_px {
-            Some([ph, pw]) if [ph, pw] != [h, w] => resize(images, ph, pw),
+        let images = match self.processing_size {
+            Some(size) if size != FrameSize::new(w, h) => resize(images, size),
             _ => images,
         };
         self.vae.encode(images) * self.vae.scaling_factor()
@@ -352,8 +363,8 @@ impl StreamEngine {
     pub fn decode(&self, x0: Tensor<4>) -> Tensor<4> {
         let images = self.vae.decode(x0 / self.vae.scaling_factor());
         let [_, _, h, w] = images.dims();
-        match self.image_size_px {
-            Some([height, width]) if [height, width] != [h, w] => resize(images, height, width),
+        match self.image_size {
+            Some(size) if size != FrameSize::new(w, h) => resize(images, size),
             _ => images,
         }
     }
@@ -362,7 +373,7 @@ impl StreamEngine {
     /// that finished (the one that went in `len(t_index_list) - 1` calls ago).
     pub fn img2img(&mut self, images: Tensor<4>) -> Result<Tensor<4>, PipelineError> {
         let [_, _, h, w] = images.dims();
-        self.prepare(h, w)?;
+        self.prepare(FrameSize::new(w, h))?;
         let latents = self.encode(images);
         let x_t = self.noised(latents)?;
         let x0 = self.denoise(x_t)?;
@@ -381,49 +392,47 @@ impl StreamEngine {
     pub fn txt2img(
         &mut self,
         noise: Tensor<4>,
-        height_px: usize,
-        width_px: usize,
+        size: FrameSize,
     ) -> Result<Tensor<4>, PipelineError> {
-        self.prepare(height_px, width_px)?;
+        self.prepare(size)?;
         let x0 = self.denoise(noise)?;
         Ok(self.decode(x0))
     }
 }
 
-/// The `[height, width]` a frame is processed at: each side rounded to the nearest multiple of
+/// The size a frame of `size` is processed at: each side rounded to the nearest multiple of
 /// `multiple` (at least one multiple). Frames smaller than 8 px on a side are refused.
-pub fn processing_size(
-    height_px: usize,
-    width_px: usize,
-    multiple: usize,
-) -> Result<[usize; 2], PipelineError> {
-    if height_px < LATENT_SCALE || width_px < LATENT_SCALE {
+pub fn processing_size(size: FrameSize, multiple: usize) -> Result<FrameSize, PipelineError> {
+    if size.height_px < LATENT_SCALE || size.width_px < LATENT_SCALE {
         return Err(PipelineError::Engine(format!(
-            "frames of {width_px}x{height_px} px are too small for the engine (at least {LATENT_SCALE}x{LATENT_SCALE})"
+            "frames of {size} px are too small for the engine (at least {LATENT_SCALE}x{LATENT_SCALE})"
         )));
     }
     let round = |side: usize| ((side + multiple / 2) / multiple).max(1) * multiple;
-    Ok([round(height_px), round(width_px)])
+    Ok(FrameSize::new(round(size.width_px), round(size.height_px)))
 }
 
-fn resize(images: Tensor<4>, height_px: usize, width_px: usize) -> Tensor<4> {
+fn resize(images: Tensor<4>, size: FrameSize) -> Tensor<4> {
     interpolate(
         images,
-        InterpolateOptions::new(InterpolateMode::Bilinear).with_output_size([height_px, width_px]),
+        InterpolateOptions::new(InterpolateMode::Bilinear)
+            .with_output_size([size.height_px, size.width_px]),
     )
 }
 
 #[cfg(test)]
 mod tests {
     use super::processing_size;
+    use streamdiff_types::FrameSize;
 
     #[test]
     fn processing_sizes_round_to_the_unet_multiple() {
-        assert_eq!(processing_size(512, 512, 64).expect("ok"), [512, 512]);
-        assert_eq!(processing_size(288, 512, 64).expect("ok"), [320, 512]);
-        assert_eq!(processing_size(270, 480, 64).expect("ok"), [256, 512]);
-        assert_eq!(processing_size(20, 30, 64).expect("ok"), [64, 64]);
-        assert_eq!(processing_size(32, 48, 16).expect("ok"), [32, 48]);
-        assert!(processing_size(4, 64, 8).is_err());
+        let size = |w, h, multiple| processing_size(FrameSize::new(w, h), multiple).expect("ok");
+        assert_eq!(size(512, 512, 64), FrameSize::new(512, 512));
+        assert_eq!(size(512, 288, 64), FrameSize::new(512, 320));
+        assert_eq!(size(480, 270, 64), FrameSize::new(512, 256));
+        assert_eq!(size(30, 20, 64), FrameSize::new(64, 64));
+        assert_eq!(size(48, 32, 16), FrameSize::new(48, 32));
+        assert!(processing_size(FrameSize::new(64, 4), 8).is_err());
     }
 }

@@ -1,13 +1,16 @@
 //! The engine as a live [`FrameStage`]: frames in, restyled frames out, with live control.
 //!
 //! **Timing.** Stream Batch emits a frame `len(t_index_list) - 1` calls after it went in. Through
-//! [`FrameStage::process_aligned`] (what the runner uses) every output carries the timing of the
-//! input it came from: nothing comes out while the batch fills, and [`FrameStage::finish`] pushes
-//! the frames still in flight out at the end (by feeding the last input again). So every input
-//! gives exactly one output, in order, and capture-to-output latency includes the pipeline delay.
-//! A frame the similarity filter skips is answered with the previous output, in its turn.
+//! [`FrameStage::process`] every output carries the timing of the input it came from: nothing
+//! comes out while the batch fills, and [`FrameStage::finish`] pushes the frames still in flight
+//! out at the end (by feeding the last input again). So every input gives exactly one output, in
+//! order, and capture-to-output latency includes the pipeline delay. A frame the similarity
+//! filter skips is answered with the previous output, in its turn. (StreamDiffusion's own
+//! `__call__` labels whatever the batch emits with the newest frame's timing; that is
+//! [`StreamEngine::img2img`] called frame by frame.)
 //!
-//! **Live control.** [`EngineSettings`] behind a mutex, read once per frame. Prompts are encoded
+//! **Live control.** [`EngineSettings`] in a [`Live`] handle, read once per frame; the prompt is
+//! one of them: the stage encodes the starting prompt itself. Prompts are encoded
 //! on a worker thread (off the hot path) and the embeddings are swapped in at a frame boundary,
 //! so no frame waits for the text encoder. Guidance, delta and the SSF settings apply at the next
 //! frame. A `t_index_list` of the same length and a new seed apply at the next frame with the
@@ -16,69 +19,21 @@
 
 use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, sync_channel};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use burn::tensor::{Tensor, TensorData};
 use streamdiff_models::device::ComputeDevice;
 use streamdiff_models::image::tensor_to_rgb;
+use streamdiff_models::sd::pipeline::StableDiffusion;
+use streamdiff_types::FrameSize;
 
+use super::settings::EngineSettings;
 use super::ssf::{SimilarityFilter, SsfCounters};
-use super::stream_batch::{CfgType, Guidance, PromptEmbeds};
+use super::stream_batch::PromptEmbeds;
 use super::{PromptEncoder, StreamEngine};
 use crate::PipelineError;
-use crate::stage::FrameStage;
-use crate::stage::frame::VideoFrame;
-
-/// Settings that may change while frames flow.
-#[derive(Clone, Debug, PartialEq)]
-pub struct EngineSettings {
-    /// The prompt.
-    pub prompt: String,
-    /// The negative prompt (used by `full` and `initialize` guidance).
-    pub negative_prompt: String,
-    /// `guidance_scale`.
-    pub guidance_scale: f32,
-    /// RCFG `delta`.
-    pub delta: f32,
-    /// The RCFG variant.
-    pub cfg_type: CfgType,
-    /// Indices into the 50-step LCM schedule.
-    pub t_index_list: Vec<usize>,
-    /// Seed of the fixed noise.
-    pub seed: u64,
-    /// Similarity filter threshold; `None` turns the filter off.
-    pub ssf_threshold: Option<f64>,
-    /// The filter's skip cap (StreamDiffusion's `max_skip_frame`).
-    pub ssf_max_skip_frames: u32,
-}
-
-impl Default for EngineSettings {
-    fn default() -> Self {
-        Self {
-            prompt: String::new(),
-            negative_prompt: String::new(),
-            guidance_scale: 1.2,
-            delta: 1.0,
-            cfg_type: CfgType::SelfNegative,
-            t_index_list: vec![32, 45],
-            seed: 2,
-            ssf_threshold: None,
-            ssf_max_skip_frames: 10,
-        }
-    }
-}
-
-impl EngineSettings {
-    fn guidance(&self) -> Guidance {
-        Guidance {
-            cfg_type: self.cfg_type,
-            scale: self.guidance_scale,
-            delta: self.delta,
-        }
-    }
-}
+use crate::stage::control::{Live, StageControls, StageStats, Validate};
+use crate::stage::{FrameStage, VideoFrame};
 
 /// What the engine stage did, for summaries and tests.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
@@ -165,8 +120,6 @@ enum Call {
     Enter,
     /// The last input fed again to push the frames in flight out.
     Flush,
-    /// StreamDiffusion's way: the output of this call, whoever it belongs to.
-    Unaligned,
 }
 
 /// One input waiting for its output, in input order.
@@ -184,66 +137,69 @@ struct Pending {
 pub struct EngineStage {
     engine: StreamEngine,
     compute: ComputeDevice,
-    settings: Arc<Mutex<EngineSettings>>,
+    settings: Live<EngineSettings>,
     applied: EngineSettings,
     worker: PromptWorker,
     prompt_generation: u64,
     ready_prompt: Option<(u64, PromptEmbeds)>,
     ssf: SimilarityFilter,
-    stats: Arc<Mutex<EngineStats>>,
+    stats: EngineStats,
     pending: VecDeque<Pending>,
     /// Stream-batch calls since the batch was allocated.
     calls: u64,
     /// The last input that entered the batch (fed again to flush).
     last_input: Option<VideoFrame>,
     last_output: Option<Vec<u8>>,
+    /// The last live settings found invalid (logged once, not applied).
+    rejected: Option<EngineSettings>,
 }
 
 impl EngineStage {
-    /// A stage over `engine`, with `prompts` moved to the prompt worker; `settings` are the
-    /// starting values (the engine's embeddings must be those of its prompt pair).
-    pub fn new(
-        engine: StreamEngine,
-        prompts: PromptEncoder,
+    /// Builds the engine from a loaded model (see [`StreamEngine::from_model`]) with
+    /// `settings` as its starting values, their prompt pair encoded now.
+    pub fn from_model(
+        model: StableDiffusion,
         compute: ComputeDevice,
         settings: EngineSettings,
     ) -> Result<Self, PipelineError> {
+        settings.validate()?;
+        let parts = StreamEngine::from_model(
+            model,
+            settings.engine_config(),
+            &settings.prompt,
+            &settings.negative_prompt,
+            compute.device.clone(),
+        )?;
         let ssf = SimilarityFilter::new(
             settings.ssf_threshold.unwrap_or(1.0),
             settings.ssf_max_skip_frames,
             settings.seed,
         );
-        let mut stage = Self {
-            engine,
+        let stats = EngineStats {
+            delay_frames: parts.engine.delay_calls(),
+            ..EngineStats::default()
+        };
+        Ok(Self {
+            engine: parts.engine,
             compute,
-            settings: Arc::new(Mutex::new(settings.clone())),
+            settings: Live::new(settings.clone()),
             applied: settings,
-            worker: PromptWorker::start(prompts)?,
+            worker: PromptWorker::start(parts.prompts)?,
             prompt_generation: 0,
             ready_prompt: None,
             ssf,
-            stats: Arc::new(Mutex::new(EngineStats::default())),
+            stats,
             pending: VecDeque::new(),
             calls: 0,
             last_input: None,
             last_output: None,
-        };
-        let guidance = stage.applied.guidance();
-        stage.engine.set_guidance(guidance);
-        stage.engine.set_t_index_list(&stage.applied.t_index_list)?;
-        stage.engine.set_seed(stage.applied.seed);
-        stage.update_stats(|stats| stats.delay_frames = stage.engine.delay_calls());
-        Ok(stage)
+            rejected: None,
+        })
     }
 
     /// A handle to change the settings live.
-    pub fn settings(&self) -> Arc<Mutex<EngineSettings>> {
+    pub fn settings(&self) -> Live<EngineSettings> {
         self.settings.clone()
-    }
-
-    /// A handle to the counters.
-    pub fn stats(&self) -> Arc<Mutex<EngineStats>> {
-        self.stats.clone()
     }
 
     /// The engine.
@@ -255,7 +211,8 @@ impl EngineStage {
     /// in at the next frame. Returns whether they are. For tests and tools that need to know
     /// when a change lands; the stage itself never waits.
     pub fn wait_for_prompt(&mut self, timeout: Duration) -> Result<bool, PipelineError> {
-        self.request_prompt_if_changed()?;
+        let wanted = self.wanted_settings();
+        self.request_prompt_if_changed(&wanted)?;
         let deadline = std::time::Instant::now() + timeout;
         loop {
             if self
@@ -278,21 +235,27 @@ impl EngineStage {
         }
     }
 
-    fn update_stats(&self, change: impl FnOnce(&mut EngineStats)) {
-        let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
-        change(&mut stats);
-    }
-
-    fn current_settings(&self) -> EngineSettings {
-        self.settings
-            .lock()
-            .map(|s| s.clone())
-            .unwrap_or_else(|p| p.into_inner().clone())
+    /// The live settings when they are valid; otherwise the applied ones stay (the bad values
+    /// are logged once). Controllers check with [`Validate`] first; this guards the rest.
+    fn wanted_settings(&mut self) -> EngineSettings {
+        let wanted = self.settings.get();
+        match wanted.validate() {
+            Ok(()) => {
+                self.rejected = None;
+                wanted
+            }
+            Err(err) => {
+                if self.rejected.as_ref() != Some(&wanted) {
+                    tracing::warn!("engine settings not applied: {err}");
+                    self.rejected = Some(wanted);
+                }
+                self.applied.clone()
+            }
+        }
     }
 
     /// Asks the worker for new embeddings when the prompt pair changed.
-    fn request_prompt_if_changed(&mut self) -> Result<(), PipelineError> {
-        let wanted = self.current_settings();
+    fn request_prompt_if_changed(&mut self, wanted: &EngineSettings) -> Result<(), PipelineError> {
         if wanted.prompt != self.applied.prompt
             || wanted.negative_prompt != self.applied.negative_prompt
         {
@@ -302,15 +265,18 @@ impl EngineStage {
                 &wanted.prompt,
                 &wanted.negative_prompt,
             )?;
-            self.applied.prompt = wanted.prompt;
-            self.applied.negative_prompt = wanted.negative_prompt;
+            self.applied.prompt.clone_from(&wanted.prompt);
+            self.applied
+                .negative_prompt
+                .clone_from(&wanted.negative_prompt);
         }
         Ok(())
     }
 
-    /// Applies changed settings at a frame boundary, for a frame of `height_px` x `width_px`.
-    fn apply_settings(&mut self, height_px: usize, width_px: usize) -> Result<(), PipelineError> {
-        self.request_prompt_if_changed()?;
+    /// Applies changed settings at a frame boundary, for a frame of `size`.
+    fn apply_settings(&mut self, size: FrameSize) -> Result<(), PipelineError> {
+        let wanted = self.wanted_settings();
+        self.request_prompt_if_changed(&wanted)?;
         loop {
             match self.worker.results.try_recv() {
                 Ok(result) => self.ready_prompt = Some(result),
@@ -326,11 +292,10 @@ impl EngineStage {
             // Older results than the latest request are superseded.
             if generation == self.prompt_generation {
                 self.engine.set_prompt(embeds);
-                self.update_stats(|stats| stats.prompt_swaps += 1);
+                self.stats.prompt_swaps += 1;
             }
         }
 
-        let wanted = self.current_settings();
         self.engine.set_guidance(wanted.guidance());
         self.applied.guidance_scale = wanted.guidance_scale;
         self.applied.delta = wanted.delta;
@@ -346,15 +311,14 @@ impl EngineStage {
         let new_size = self
             .last_input
             .as_ref()
-            .is_some_and(|last| (last.height_px, last.width_px) != (height_px, width_px));
+            .is_some_and(|last| last.size() != size);
         if new_length || new_size {
             self.flush()?;
         }
         if wanted.t_index_list != self.applied.t_index_list {
             self.engine.set_t_index_list(&wanted.t_index_list)?;
             self.applied.t_index_list = wanted.t_index_list;
-            let delay = self.engine.delay_calls();
-            self.update_stats(|stats| stats.delay_frames = delay);
+            self.stats.delay_frames = self.engine.delay_calls();
         }
         if wanted.seed != self.applied.seed {
             self.engine.set_seed(wanted.seed);
@@ -374,34 +338,20 @@ impl EngineStage {
 
     /// Runs one stream-batch call on `frame` and hands its output to the input that entered
     /// `len(t_index_list) - 1` calls ago, if there is one (during the fill there is none, and
-    /// the output is not even decoded). Returns the decoded output for [`Call::Unaligned`].
-    fn run_engine(
-        &mut self,
-        frame: VideoFrame,
-        mode: Call,
-    ) -> Result<Option<Vec<u8>>, PipelineError> {
+    /// the output is not even decoded).
+    fn run_engine(&mut self, frame: VideoFrame, mode: Call) -> Result<(), PipelineError> {
         let device = self.engine.device().clone();
-        let values: Vec<f32> = frame
-            .rgb
-            .iter()
-            .map(|&v| f32::from(v) / 255.0 * 2.0 - 1.0)
-            .collect();
-        let image = Tensor::<4>::from_data(
-            TensorData::new(values, [1, frame.height_px, frame.width_px, 3]),
-            &device,
-        )
-        .permute([0, 3, 1, 2]);
-        if self.engine.prepare(frame.height_px, frame.width_px)? {
+        let size = frame.size();
+        let image = frame.to_tensor(&device)? * 2.0 - 1.0;
+        if self.engine.prepare(size)? {
             self.calls = 0;
-            self.update_stats(|stats| stats.reallocations += 1);
+            self.stats.reallocations += 1;
         }
         let call = self.calls;
         self.calls += 1;
         let delay = self.engine.delay_calls() as u64;
-        if mode != Call::Flush {
-            self.last_input = Some(frame.clone());
-        }
         if mode == Call::Enter {
+            self.last_input = Some(frame.clone());
             self.pending.push_back(Pending {
                 frame,
                 skipped: false,
@@ -412,28 +362,18 @@ impl EngineStage {
         let latents = self.engine.encode(image);
         let x_t = self.engine.noised(latents)?;
         let x0 = self.engine.denoise(x_t)?;
-        let rows = self.engine.unet_rows();
-        self.update_stats(|stats| {
-            stats.unet_calls += 1;
-            stats.unet_rows = rows;
-        });
+        self.stats.unet_calls += 1;
+        self.stats.unet_rows = self.engine.unet_rows();
         let owner = call.checked_sub(delay).and_then(|owner| {
             self.pending
                 .iter()
                 .position(|p| !p.skipped && p.rgb.is_none() && p.entered_call == owner)
         });
-        if owner.is_none() && mode != Call::Unaligned {
-            return Ok(None);
+        if let Some(index) = owner {
+            let images = self.engine.decode(x0);
+            self.pending[index].rgb = Some(tensor_to_rgb((images + 1.0) / 2.0)?);
         }
-        let images = self.engine.decode(x0);
-        let rgb = tensor_to_rgb((images + 1.0) / 2.0)?;
-        match owner {
-            Some(index) => {
-                self.pending[index].rgb = Some(rgb);
-                Ok(None)
-            }
-            None => Ok(Some(rgb)),
-        }
+        Ok(())
     }
 
     /// Feeds the last input again until every frame in flight has come out.
@@ -443,13 +383,13 @@ impl EngineStage {
         };
         while self.in_flight() {
             self.run_engine(last.clone(), Call::Flush)?;
-            self.update_stats(|stats| stats.flush_calls += 1);
+            self.stats.flush_calls += 1;
         }
         Ok(())
     }
 
     /// The outputs that are ready, in input order.
-    fn ready(&mut self) -> Vec<VideoFrame> {
+    fn ready(&mut self) -> Result<Vec<VideoFrame>, PipelineError> {
         let mut out = Vec::new();
         while let Some(front) = self.pending.front() {
             if !front.skipped && front.rgb.is_none() {
@@ -461,31 +401,17 @@ impl EngineStage {
             let rgb = match (pending.skipped, pending.rgb.take()) {
                 (false, Some(rgb)) => rgb,
                 // A skip re-emits the previous output (its own input if there is none yet).
-                _ => self
-                    .last_output
-                    .clone()
-                    .unwrap_or_else(|| std::mem::take(&mut pending.frame.rgb)),
+                _ => match &self.last_output {
+                    Some(previous) => previous.clone(),
+                    None => pending.frame.rgb()?.to_vec(),
+                },
             };
             self.last_output = Some(rgb.clone());
-            pending.frame.rgb = rgb;
-            out.push(pending.frame);
+            let size = pending.frame.size();
+            out.push(pending.frame.with_rgb(rgb, size)?);
         }
-        let produced = out.len() as u64;
-        self.update_stats(|stats| stats.frames_out += produced);
-        out
-    }
-
-    fn check_frame(frame: &VideoFrame) -> Result<(), PipelineError> {
-        if !frame.is_consistent() {
-            return Err(PipelineError::Engine(format!(
-                "frame {} has {} bytes for {}x{} px",
-                frame.sequence,
-                frame.rgb.len(),
-                frame.width_px,
-                frame.height_px
-            )));
-        }
-        Ok(())
+        self.stats.frames_out += out.len() as u64;
+        Ok(out)
     }
 }
 
@@ -501,40 +427,11 @@ impl FrameStage for EngineStage {
         )
     }
 
-    /// StreamDiffusion's own behaviour: whatever the batch emits now, labelled with this
-    /// frame's timing (the pipeline delay is hidden). The runner uses
-    /// [`FrameStage::process_aligned`] instead.
-    fn process(&mut self, mut frame: VideoFrame) -> Result<VideoFrame, PipelineError> {
-        Self::check_frame(&frame)?;
-        self.apply_settings(frame.height_px, frame.width_px)?;
-        self.update_stats(|stats| stats.frames_in += 1);
-        let skip = self.applied.ssf_threshold.is_some() && self.ssf.check_rgb(&frame.rgb).skip;
-        let counters = self.ssf.counters();
-        self.update_stats(|stats| stats.ssf = counters);
-        if skip && let Some(previous) = &self.last_output {
-            frame.rgb = previous.clone();
-        } else {
-            // Whatever comes out now, even during the fill (as StreamDiffusion's __call__).
-            if let Some(rgb) = self.run_engine(frame.clone(), Call::Unaligned)? {
-                frame.rgb = rgb;
-            }
-            self.last_output = Some(frame.rgb.clone());
-        }
-        self.update_stats(|stats| stats.frames_out += 1);
-        Ok(frame)
-    }
-
-    fn delay_frames(&self) -> usize {
-        self.engine.delay_calls()
-    }
-
-    fn process_aligned(&mut self, frame: VideoFrame) -> Result<Vec<VideoFrame>, PipelineError> {
-        Self::check_frame(&frame)?;
-        self.apply_settings(frame.height_px, frame.width_px)?;
-        self.update_stats(|stats| stats.frames_in += 1);
-        let skip = self.applied.ssf_threshold.is_some() && self.ssf.check_rgb(&frame.rgb).skip;
-        let counters = self.ssf.counters();
-        self.update_stats(|stats| stats.ssf = counters);
+    fn process(&mut self, frame: VideoFrame) -> Result<Vec<VideoFrame>, PipelineError> {
+        self.apply_settings(frame.size())?;
+        self.stats.frames_in += 1;
+        let skip = self.applied.ssf_threshold.is_some() && self.ssf.check_rgb(frame.rgb()?).skip;
+        self.stats.ssf = self.ssf.counters();
         if skip {
             self.pending.push_back(Pending {
                 frame,
@@ -545,11 +442,40 @@ impl FrameStage for EngineStage {
         } else {
             self.run_engine(frame, Call::Enter)?;
         }
-        Ok(self.ready())
+        self.ready()
     }
 
     fn finish(&mut self) -> Result<Vec<VideoFrame>, PipelineError> {
         self.flush()?;
-        Ok(self.ready())
+        self.ready()
+    }
+
+    fn reset(&mut self) {
+        self.pending.clear();
+        self.last_input = None;
+        self.last_output = None;
+        self.engine.reset();
+        self.ssf.reset();
+    }
+
+    fn delay_frames(&self) -> usize {
+        self.engine.delay_calls()
+    }
+
+    fn controls(&self) -> StageControls {
+        StageControls {
+            engine: Some(self.settings.clone()),
+            ..StageControls::default()
+        }
+    }
+
+    fn stats(&self) -> StageStats {
+        StageStats {
+            engine: Some(self.stats.clone()),
+        }
+    }
+
+    fn compute(&self) -> Option<&ComputeDevice> {
+        Some(&self.compute)
     }
 }

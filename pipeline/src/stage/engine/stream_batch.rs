@@ -25,6 +25,7 @@
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::scheduler::StreamSchedule;
+use crate::stage::control::SettingsError;
 
 /// How classifier-free guidance is approximated (StreamDiffusion's `cfg_type`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -43,7 +44,7 @@ pub enum CfgType {
 }
 
 impl std::str::FromStr for CfgType {
-    type Err = String;
+    type Err = SettingsError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         match text {
@@ -51,9 +52,7 @@ impl std::str::FromStr for CfgType {
             "full" => Ok(Self::Full),
             "self" => Ok(Self::SelfNegative),
             "initialize" => Ok(Self::Initialize),
-            other => Err(format!(
-                "unknown cfg type `{other}`; use none, full, self or initialize"
-            )),
+            other => Err(SettingsError::CfgType(other.to_string())),
         }
     }
 }
