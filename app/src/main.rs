@@ -5,9 +5,6 @@
 //! Diffusion model folders; `styles` lists presets.
 
 mod bench;
-mod bench_engine;
-mod bench_flow;
-mod bench_unet;
 mod flow;
 mod models;
 mod run;

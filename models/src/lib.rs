@@ -12,7 +12,6 @@ pub mod onnx;
 pub mod paths;
 pub mod sd;
 pub mod style;
-pub mod testdata;
 
 use std::path::PathBuf;
 

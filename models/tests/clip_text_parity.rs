@@ -5,9 +5,10 @@
 
 mod common;
 
-use common::{ATOL, RTOL, assert_close, device, int, read_io, sd_fixture};
+use common::{ATOL, RTOL, device, int, read_io};
 use streamdiff_models::device::BackendChoice;
 use streamdiff_models::sd::clip::{ClipActivation, ClipTextConfig, ClipTextModel};
+use streamdiff_testkit::{assert_tensor_close, sd_fixture};
 
 fn check(choice: BackendChoice, fixture: &str, activation: ClipActivation) {
     let (device, name) = device(choice);
@@ -20,7 +21,7 @@ fn check(choice: BackendChoice, fixture: &str, activation: ClipActivation) {
     assert_eq!(hidden.len(), 3, "embeddings + 2 layers");
     for (index, state) in hidden.into_iter().enumerate() {
         let key = format!("hidden_states_{index}");
-        assert_close(
+        assert_tensor_close(
             &format!("{name} {fixture} {key}"),
             state,
             &io[&key],
@@ -28,7 +29,7 @@ fn check(choice: BackendChoice, fixture: &str, activation: ClipActivation) {
             RTOL,
         );
     }
-    assert_close(
+    assert_tensor_close(
         &format!("{name} {fixture} last_hidden_state"),
         last,
         &io["last_hidden_state"],

@@ -8,18 +8,20 @@
 mod common;
 
 use streamdiff_models::sd::tokenizer::ClipTokenizer;
-use streamdiff_models::testdata;
+use streamdiff_testkit as testkit;
 
 #[test]
 fn clip_tokenizer_matches_transformers_on_every_prompt() {
-    let Some(gz) = testdata::require(testdata::data_file(
+    let Some(gz) = testkit::require(testkit::data_file(
         "tokenizers/clip/bpe_simple_vocab_16e6.txt.gz",
     )) else {
         return;
     };
     let expected: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(common::sd_fixture("tokenizer/expected_ids.json"))
-            .expect("expected_ids.json"),
+        &std::fs::read_to_string(streamdiff_testkit::sd_fixture(
+            "tokenizer/expected_ids.json",
+        ))
+        .expect("expected_ids.json"),
     )
     .expect("parses");
     let (sd15_dir, sizes) = common::tokenizer_dir(&gz, "sd15", "<|endoftext|>");

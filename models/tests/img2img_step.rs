@@ -9,13 +9,14 @@
 mod common;
 
 use burn::tensor::{Int, Tensor, TensorData};
-use common::{ATOL, RTOL, assert_close, device, float, int, read_io, sd_fixture};
+use common::{ATOL, RTOL, device, float, int, read_io};
 use streamdiff_models::device::BackendChoice;
 use streamdiff_models::sd::clip::ClipTextModel;
 use streamdiff_models::sd::taesd::Taesd;
 use streamdiff_models::sd::tokenizer::ClipTokenizer;
 use streamdiff_models::sd::unet::UNet2DConditionModel;
-use streamdiff_models::testdata;
+use streamdiff_testkit as testkit;
+use streamdiff_testkit::{assert_tensor_close, sd_fixture};
 
 /// The tiny text encoder's vocabulary: the fixture feeds it the real ids modulo this.
 const TINY_VOCAB: i64 = 1000;
@@ -30,7 +31,7 @@ fn check(choice: BackendChoice) {
     .expect("parses");
     let number = |key: &str| params[key].as_f64().expect("number");
 
-    if let Some(gz) = testdata::require(testdata::data_file(
+    if let Some(gz) = testkit::require(testkit::data_file(
         "tokenizers/clip/bpe_simple_vocab_16e6.txt.gz",
     )) {
         let (tokenizer_dir, _) = common::tokenizer_dir(&gz, "img2img", "<|endoftext|>");
@@ -62,7 +63,7 @@ fn check(choice: BackendChoice) {
     let text_encoder =
         ClipTextModel::from_pretrained(&sd_fixture("text_encoder_sd15"), &device).expect("clip");
     let prompt_embeds = text_encoder.forward(encoder_ids);
-    assert_close(
+    assert_tensor_close(
         &format!("{name} prompt_embeds"),
         prompt_embeds.clone(),
         &io["prompt_embeds"],
@@ -78,7 +79,7 @@ fn check(choice: BackendChoice) {
         &device,
     ) * 2.0
         - 1.0;
-    assert_close(
+    assert_tensor_close(
         &format!("{name} image"),
         image.clone(),
         &io["image"],
@@ -86,7 +87,7 @@ fn check(choice: BackendChoice) {
         RTOL,
     );
     let latents = vae.encode(image) * vae.scaling_factor();
-    assert_close(
+    assert_tensor_close(
         &format!("{name} latents"),
         latents.clone(),
         &io["latents"],
@@ -97,7 +98,7 @@ fn check(choice: BackendChoice) {
     let (alpha, sigma) = (number("alpha_prod_t_sqrt"), number("beta_prod_t_sqrt"));
     let noise: Tensor<4> = float(&io["noise"], &device);
     let noisy = latents * alpha + noise * sigma;
-    assert_close(
+    assert_tensor_close(
         &format!("{name} noisy_latents"),
         noisy.clone(),
         &io["noisy_latents"],
@@ -110,7 +111,7 @@ fn check(choice: BackendChoice) {
     let timestep = number("timestep") as f32;
     let timesteps = Tensor::<1>::from_data(TensorData::new(vec![timestep], [1]), &device);
     let model_pred = unet.forward(noisy.clone(), timesteps, prompt_embeds);
-    assert_close(
+    assert_tensor_close(
         &format!("{name} model_pred"),
         model_pred.clone(),
         &io["model_pred"],
@@ -119,7 +120,7 @@ fn check(choice: BackendChoice) {
     );
 
     let pred_original = (noisy.clone() - model_pred * sigma) / alpha;
-    assert_close(
+    assert_tensor_close(
         &format!("{name} pred_original_sample"),
         pred_original.clone(),
         &io["pred_original_sample"],
@@ -127,7 +128,7 @@ fn check(choice: BackendChoice) {
         RTOL,
     );
     let denoised = pred_original * number("c_out") + noisy * number("c_skip");
-    assert_close(
+    assert_tensor_close(
         &format!("{name} denoised"),
         denoised.clone(),
         &io["denoised"],
@@ -136,7 +137,7 @@ fn check(choice: BackendChoice) {
     );
 
     let decoded = vae.decode(denoised / vae.scaling_factor());
-    assert_close(
+    assert_tensor_close(
         &format!("{name} decoded"),
         decoded,
         &io["decoded"],

@@ -9,8 +9,9 @@ use std::path::PathBuf;
 use burn::tensor::{Tensor, TensorData};
 use streamdiff_models::device::{BackendChoice, open_device};
 use streamdiff_models::multistyle::MultiStyleNet;
+use streamdiff_models::paths::default_multistyle_path;
 use streamdiff_models::style::StyleMix;
-use streamdiff_models::testdata;
+use streamdiff_testkit as testkit;
 use streamdiff_types::FrameSize;
 
 const MAX_ABS_ERROR: f32 = 2e-4;
@@ -20,10 +21,13 @@ fn fixture_dir() -> PathBuf {
 }
 
 fn check_backend(choice: BackendChoice) {
-    let Some(model_path) = testdata::require(testdata::multistyle_model()) else {
+    let Some(model_path) = testkit::require(testkit::installed(
+        default_multistyle_path(),
+        "default model",
+    )) else {
         return;
     };
-    let Some(photo_path) = testdata::require(testdata::data_file("images/astronaut.png")) else {
+    let Some(photo_path) = testkit::require(testkit::data_file("images/astronaut.png")) else {
         return;
     };
     let compute = open_device(choice).expect("device opens");

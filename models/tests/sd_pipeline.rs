@@ -10,14 +10,15 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{DType, Tensor, TensorData};
-use common::{ATOL, RTOL, assert_close, device, float, int, read_io, sd_fixture};
+use common::{ATOL, RTOL, device, float, int, read_io};
 use streamdiff_models::device::BackendChoice;
 use streamdiff_models::sd::SdError;
 use streamdiff_models::sd::pipeline::{
     AutoencoderLayout, LoadOptions, SdLayout, StableDiffusion, TaesdWeights, WeightVariant,
 };
 use streamdiff_models::sd::tokenizer::ClipTokenizer;
-use streamdiff_models::testdata;
+use streamdiff_testkit as testkit;
+use streamdiff_testkit::{assert_tensor_close, sd_fixture};
 
 /// Looser tolerance for weights rounded to fp16.
 const FP16_TOL: f32 = 1e-2;
@@ -140,7 +141,7 @@ fn build_model(root: &Path, build: Build, vocab: Option<&Path>) -> bool {
 
 /// The shared CLIP merges list, when present (skips the vocabulary check otherwise).
 fn clip_vocab() -> Option<PathBuf> {
-    testdata::require(testdata::data_file(
+    testkit::require(testkit::data_file(
         "tokenizers/clip/bpe_simple_vocab_16e6.txt.gz",
     ))
 }
@@ -155,13 +156,13 @@ fn check_components(model: &StableDiffusion, label: &str, atol: f32, rtol: f32) 
         float::<1>(&io["timestep_0"], &device),
         float::<3>(&io["encoder_hidden_states_0"], &device),
     );
-    assert_close(&format!("{label} unet"), out, &io["out_0"], atol, rtol);
+    assert_tensor_close(&format!("{label} unet"), out, &io["out_0"], atol, rtol);
 
     let io = read_io(&sd_fixture("text_encoder_sd15/io.safetensors"));
     let hidden = model
         .text_encoder
         .forward(int::<2>(&io["input_ids"], &device));
-    assert_close(
+    assert_tensor_close(
         &format!("{label} text encoder"),
         hidden,
         &io["last_hidden_state"],
@@ -172,7 +173,7 @@ fn check_components(model: &StableDiffusion, label: &str, atol: f32, rtol: f32) 
     if let Some(taesd) = &model.autoencoder {
         let io = read_io(&sd_fixture("taesd/io.safetensors"));
         let latents = taesd.encode(float::<4>(&io["image"], &device));
-        assert_close(
+        assert_tensor_close(
             &format!("{label} taesd encode"),
             latents,
             &io["latents"],
@@ -180,7 +181,7 @@ fn check_components(model: &StableDiffusion, label: &str, atol: f32, rtol: f32) 
             rtol,
         );
         let decoded = taesd.decode(float::<4>(&io["latents"], &device));
-        assert_close(
+        assert_tensor_close(
             &format!("{label} taesd decode"),
             decoded,
             &io["decoded"],

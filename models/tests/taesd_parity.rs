@@ -10,21 +10,19 @@
 mod common;
 
 use burn::tensor::{Tensor, TensorData};
-use common::{
-    ATOL, F16_RANGE_FRACTION, F16_RELATIVE_L2, RTOL, assert_close, assert_close_f16, device, float,
-    read_io, sd_fixture,
-};
+use common::{ATOL, F16_RANGE_FRACTION, F16_RELATIVE_L2, RTOL, device, float, read_io};
 use streamdiff_models::device::BackendChoice;
 use streamdiff_models::sd::SdError;
 use streamdiff_models::sd::precision::{Precision, cast_module};
 use streamdiff_models::sd::taesd::{Taesd, TaesdConfig};
-use streamdiff_models::testdata;
+use streamdiff_testkit as testkit;
+use streamdiff_testkit::{assert_close_f16, assert_tensor_close, sd_fixture};
 use streamdiff_types::FrameSize;
 
 fn check_model(model: &Taesd, label: &str, device: &burn::tensor::Device) {
     let io = read_io(&sd_fixture("taesd/io.safetensors"));
     let latents = model.encode(float::<4>(&io["image"], device));
-    assert_close(
+    assert_tensor_close(
         &format!("{label} encode"),
         latents,
         &io["latents"],
@@ -32,7 +30,7 @@ fn check_model(model: &Taesd, label: &str, device: &burn::tensor::Device) {
         RTOL,
     );
     let decoded = model.decode(float::<4>(&io["latents"], device));
-    assert_close(
+    assert_tensor_close(
         &format!("{label} decode"),
         decoded,
         &io["decoded"],
@@ -40,7 +38,7 @@ fn check_model(model: &Taesd, label: &str, device: &burn::tensor::Device) {
         RTOL,
     );
     let decoded = model.decode(float::<4>(&io["latents_random"], device));
-    assert_close(
+    assert_tensor_close(
         &format!("{label} decode (random latents)"),
         decoded,
         &io["decoded_random"],
@@ -241,15 +239,15 @@ fn psnr_db(a: Tensor<4>, b: Tensor<4>) -> f64 {
 
 #[test]
 fn taef2_round_trip_psnr_on_wgpu() {
-    let Some(encoder) = testdata::require(testdata::data_file("models/taef2/taef2_encoder.pth"))
+    let Some(encoder) = testkit::require(testkit::data_file("models/taef2/taef2_encoder.pth"))
     else {
         return;
     };
-    let Some(decoder) = testdata::require(testdata::data_file("models/taef2/taef2_decoder.pth"))
+    let Some(decoder) = testkit::require(testkit::data_file("models/taef2/taef2_decoder.pth"))
     else {
         return;
     };
-    let Some(photo) = testdata::require(testdata::data_file("images/astronaut.png")) else {
+    let Some(photo) = testkit::require(testkit::data_file("images/astronaut.png")) else {
         return;
     };
     let (device, name) = device(BackendChoice::Wgpu);

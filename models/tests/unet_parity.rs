@@ -7,14 +7,12 @@
 
 mod common;
 
-use common::{
-    ATOL, F16_RANGE_FRACTION, F16_RELATIVE_L2, RTOL, assert_close, assert_close_f16, device, float,
-    read_io, sd_fixture,
-};
+use common::{ATOL, F16_RANGE_FRACTION, F16_RELATIVE_L2, RTOL, device, float, read_io};
 use streamdiff_models::device::BackendChoice;
 use streamdiff_models::sd::SdError;
 use streamdiff_models::sd::precision::{Precision, cast_module};
 use streamdiff_models::sd::unet::UNet2DConditionModel;
+use streamdiff_testkit::{assert_close_f16, assert_tensor_close, sd_fixture};
 
 fn check(choice: BackendChoice, fixture: &str) {
     let (device, name) = device(choice);
@@ -26,7 +24,7 @@ fn check(choice: BackendChoice, fixture: &str) {
         let timesteps = float::<1>(&io[&format!("timestep_{case}")], &device);
         let context = float::<3>(&io[&format!("encoder_hidden_states_{case}")], &device);
         let out = model.forward(sample, timesteps, context);
-        assert_close(
+        assert_tensor_close(
             &format!("{name} {fixture} case {case}"),
             out,
             &io[&format!("out_{case}")],

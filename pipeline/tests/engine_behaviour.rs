@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use burn::tensor::{Tensor, TensorData};
-use common::{assert_close, fixture_dir, read_case};
+use common::read_case;
 use streamdiff_models::device::{BackendChoice, ComputeDevice, open_device};
 use streamdiff_models::image::tensor_to_rgb;
 use streamdiff_models::sd::pipeline::{LoadOptions, StableDiffusion};
@@ -17,6 +17,7 @@ use streamdiff_pipeline::stage::engine::stage::{EngineStage, EngineStats};
 use streamdiff_pipeline::stage::engine::stream_batch::{CfgType, Guidance, PromptEmbeds};
 use streamdiff_pipeline::stage::engine::{EngineConfig, EngineParts, StreamEngine};
 use streamdiff_pipeline::stage::{FrameStage, VideoFrame};
+use streamdiff_testkit::{assert_tensor_close, sd_fixture};
 use streamdiff_types::FrameSize;
 
 const PROMPT_A: &str = "a watercolor painting of an astronaut";
@@ -28,7 +29,7 @@ fn compute() -> ComputeDevice {
 
 fn tiny_model(compute: &ComputeDevice) -> StableDiffusion {
     StableDiffusion::from_pretrained(
-        fixture_dir("stream_tiny").to_str().expect("utf-8 path"),
+        sd_fixture("stream_tiny").to_str().expect("utf-8 path"),
         &LoadOptions::default(),
         &compute.device,
     )
@@ -152,7 +153,7 @@ fn check_steady_state(frames_per_call: usize, cfg_type: CfgType) {
     let mut engine = parts.engine;
     let device = compute.device.clone();
     let unet = streamdiff_models::sd::unet::UNet2DConditionModel::from_pretrained(
-        &fixture_dir("unet_sd21"),
+        &sd_fixture("unet_sd21"),
         &device,
     )
     .expect("unet");
@@ -183,7 +184,7 @@ fn check_steady_state(frames_per_call: usize, cfg_type: CfgType) {
         let x_t = engine.noised(latents.clone()).expect("noised");
         let x0 = engine.denoise(x_t).expect("denoise");
         if call >= engine.delay_calls() {
-            assert_close(
+            assert_tensor_close(
                 &format!("steady state f={frames_per_call} {cfg_type} call {call}"),
                 x0,
                 &expected,

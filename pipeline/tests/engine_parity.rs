@@ -9,12 +9,13 @@
 mod common;
 
 use burn::tensor::{Tensor, TensorData};
-use common::{assert_close, fixture_dir, float, open, read_case};
+use common::{float, open, read_case};
 use streamdiff_models::device::BackendChoice;
 use streamdiff_models::sd::pipeline::{LoadOptions, StableDiffusion};
 use streamdiff_pipeline::stage::engine::ssf::SimilarityFilter;
 use streamdiff_pipeline::stage::engine::stream_batch::{CfgType, Guidance};
 use streamdiff_pipeline::stage::engine::{EngineConfig, StreamEngine};
+use streamdiff_testkit::{assert_tensor_close, sd_fixture};
 use streamdiff_types::FrameSize;
 
 /// Absolute floor of the tolerance. The UNet's float differences (about 1e-6 of its output)
@@ -27,7 +28,7 @@ const RTOL: f32 = 1e-3;
 fn check_backend(choice: BackendChoice) {
     let (device, name) = open(choice);
     let cases: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(fixture_dir("stream").join("cases.json")).expect("cases.json"),
+        &std::fs::read_to_string(sd_fixture("stream").join("cases.json")).expect("cases.json"),
     )
     .expect("parses");
     let frames = read_case("frames")["frames_u8"].clone();
@@ -87,7 +88,7 @@ fn check_backend(choice: BackendChoice) {
             seed: 0,
         };
         let model = StableDiffusion::from_pretrained(
-            fixture_dir("stream_tiny").to_str().expect("utf-8 path"),
+            sd_fixture("stream_tiny").to_str().expect("utf-8 path"),
             &LoadOptions::default(),
             &device,
         )
@@ -115,7 +116,7 @@ fn check_backend(choice: BackendChoice) {
         let cond = parts
             .prompts
             .encode(cases["prompt"].as_str().expect("prompt"));
-        assert_close(
+        assert_tensor_close(
             &label("prompt embeds"),
             cond,
             &cond_ref.into_data(),
@@ -217,7 +218,7 @@ fn check_backend(choice: BackendChoice) {
                     );
                     if decision.skip {
                         let previous = previous_output.clone().expect("a previous output");
-                        assert_close(
+                        assert_tensor_close(
                             &label(&at("output")),
                             previous,
                             &io[&at("output")],
@@ -229,7 +230,7 @@ fn check_backend(choice: BackendChoice) {
                 }
                 let latents = engine.encode(images);
                 let x_t = engine.noised(latents).expect("noised");
-                assert_close(
+                assert_tensor_close(
                     &label(&at("x_t_latent")),
                     x_t.clone(),
                     &io[&at("x_t_latent")],
@@ -237,12 +238,12 @@ fn check_backend(choice: BackendChoice) {
                     RTOL,
                 );
                 let x0 = engine.denoise(x_t).expect("denoise");
-                assert_close(&label(&at("x0")), x0.clone(), &io[&at("x0")], ATOL, RTOL);
+                assert_tensor_close(&label(&at("x0")), x0.clone(), &io[&at("x0")], ATOL, RTOL);
                 engine.decode(x0)
             };
             let batch = engine.batch().expect("batch");
             if let Some(buffer) = batch.buffer() {
-                assert_close(
+                assert_tensor_close(
                     &label(&at("buffer")),
                     buffer.clone(),
                     &io[&at("buffer")],
@@ -250,21 +251,21 @@ fn check_backend(choice: BackendChoice) {
                     RTOL,
                 );
             }
-            assert_close(
+            assert_tensor_close(
                 &label(&at("stock_noise")),
                 batch.stock_noise().clone(),
                 &io[&at("stock_noise")],
                 ATOL,
                 RTOL,
             );
-            let (max_abs, _) = assert_close(
+            let closeness = assert_tensor_close(
                 &label(&at("output")),
                 output.clone(),
                 &io[&at("output")],
                 ATOL,
                 RTOL,
             );
-            worst_output = worst_output.max(max_abs);
+            worst_output = worst_output.max(closeness.max_abs);
             previous_output = Some(output);
         }
     }

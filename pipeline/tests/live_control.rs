@@ -8,7 +8,6 @@ mod common;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::fixture_dir;
 use streamdiff_models::device::{BackendChoice, ComputeDevice, open_device};
 use streamdiff_models::sd::pipeline::{LoadOptions, StableDiffusion};
 use streamdiff_pipeline::io::source::{CaptureConfig, SourceSpec, StreamInfo};
@@ -19,6 +18,7 @@ use streamdiff_pipeline::stage::stabilise::{StabiliseSettings, StabiliseStage};
 use streamdiff_pipeline::{
     FrameSink, FrameStage, RunConfig, Runner, SettingsError, SinkError, VideoFrame,
 };
+use streamdiff_testkit::sd_fixture;
 use streamdiff_types::FrameSize;
 
 const PROMPT_A: &str = "a watercolor painting of an astronaut";
@@ -31,7 +31,7 @@ fn compute() -> ComputeDevice {
 
 fn engine(compute: &ComputeDevice) -> EngineStage {
     let model = StableDiffusion::from_pretrained(
-        fixture_dir("stream_tiny").to_str().expect("utf-8 path"),
+        sd_fixture("stream_tiny").to_str().expect("utf-8 path"),
         &LoadOptions::default(),
         &compute.device,
     )

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use streamdiff_models::testdata;
 use streamdiff_pipeline::io::source::{Capture, CaptureConfig, SourceSpec};
 use streamdiff_pipeline::queue::{FrameQueue, QueuePolicy};
+use streamdiff_testkit as testkit;
 
 /// A consumer much slower than the source's 30 or 25 fps.
 const SLOW_CONSUMER: Duration = Duration::from_millis(120);
@@ -58,7 +58,7 @@ async fn live_source_newest_frame_wins_under_a_slow_consumer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_source_loses_no_frame_under_a_slow_consumer() {
-    let Some(clip) = testdata::require(testdata::data_file("video/bigbuckbunny.mp4")) else {
+    let Some(clip) = testkit::require(testkit::data_file("video/bigbuckbunny.mp4")) else {
         return;
     };
     let mut config = CaptureConfig::new(SourceSpec::File(clip), 64);

@@ -11,6 +11,7 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 use gstreamer_video::prelude::*;
+use streamdiff_testkit::Unavailable;
 
 /// One decoded frame, packed RGB.
 #[derive(Clone, Debug)]
@@ -101,6 +102,50 @@ pub fn decode_video(path: &Path) -> Result<DecodedVideo, String> {
     }
 }
 
+/// The installed default style model (skips or fails the test through
+/// [`streamdiff_testkit::require`] when it is missing).
+pub fn multistyle_model() -> Result<PathBuf, Unavailable> {
+    streamdiff_testkit::installed(
+        streamdiff_models::paths::default_multistyle_path(),
+        "default model",
+    )
+}
+
+/// BT.601 luma of packed RGB, rounded: the codec keeps luma at full resolution while chroma is
+/// subsampled 2x2, so frames are compared on it.
+pub fn luma(rgb: &[u8]) -> Vec<u8> {
+    rgb.chunks_exact(3)
+        .map(|p| {
+            let y = 0.299 * f64::from(p[0]) + 0.587 * f64::from(p[1]) + 0.114 * f64::from(p[2]);
+            y.round().clamp(0.0, 255.0) as u8
+        })
+        .collect()
+}
+
+/// Runs `streamdiff` with `args` and checks it fails cleanly: a non-zero exit, no panic, and
+/// exactly one `error:` line on stderr that mentions `needle` (case-insensitive), within a
+/// minute.
+pub fn expect_clear_failure(args: &[&str], needle: &str) {
+    streamdiff_bin(); // Build time is not the program's time.
+    let started = std::time::Instant::now();
+    let output = run_streamdiff(args);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{args:?} should fail");
+    assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{args:?}: expected one line, got: {stderr}");
+    assert!(lines[0].starts_with("error: "), "{args:?}: {stderr}");
+    assert!(
+        lines[0].to_lowercase().contains(&needle.to_lowercase()),
+        "{args:?}: `{}` should mention `{needle}`",
+        lines[0]
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{args:?} took too long"
+    );
+}
+
 /// Peak signal-to-noise ratio in dB between two byte images of equal size.
 pub fn psnr(a: &[u8], b: &[u8]) -> f64 {
     assert_eq!(a.len(), b.len(), "images differ in size");
@@ -128,7 +173,7 @@ pub fn psnr(a: &[u8], b: &[u8]) -> f64 {
 pub fn streamdiff_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let root = streamdiff_models::testdata::workspace_root();
+        let root = streamdiff_testkit::workspace_root();
         // The test executable lives in target/<profile>/deps/.
         let profile_dir = std::env::current_exe()
             .ok()

@@ -5,30 +5,10 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use streamdiff_e2e::{decode_video, run_streamdiff, streamdiff_command, temp_dir};
-use streamdiff_models::testdata;
-
-/// Runs `streamdiff run` and checks the failure is one clear line mentioning `needle`.
-fn expect_clear_failure(args: &[&str], needle: &str) {
-    streamdiff_e2e::streamdiff_bin(); // Build time is not the program's time.
-    let started = Instant::now();
-    let output = run_streamdiff(args);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "{args:?} should fail");
-    assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "{args:?}: expected one line, got: {stderr}");
-    assert!(lines[0].starts_with("error: "), "{args:?}: {stderr}");
-    assert!(
-        lines[0].to_lowercase().contains(&needle.to_lowercase()),
-        "{args:?}: `{}` should mention `{needle}`",
-        lines[0]
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(60),
-        "{args:?} took too long"
-    );
-}
+use streamdiff_e2e::{
+    decode_video, expect_clear_failure, run_streamdiff, streamdiff_command, temp_dir,
+};
+use streamdiff_testkit as testkit;
 
 fn run_args<'a>(input: &'a str, output: &'a str) -> Vec<&'a str> {
     vec![
@@ -187,7 +167,7 @@ fn source_that_ends_early_still_gives_a_playable_file() {
 
 #[test]
 fn interrupted_live_run_finalises_the_file() {
-    let Some(_) = testdata::require(testdata::multistyle_model()) else {
+    let Some(_) = testkit::require(streamdiff_e2e::multistyle_model()) else {
         return;
     };
     let dir = temp_dir("interrupt");
@@ -232,7 +212,7 @@ fn bad_engine_arguments() {
     let dir = temp_dir("bad-engine");
     let out = dir.join("out.mp4");
     let out = out.to_str().expect("utf-8");
-    let tiny = testdata::workspace_root().join("models/tests/fixtures/sd/stream_tiny");
+    let tiny = testkit::sd_fixture("stream_tiny");
     let tiny = tiny.to_str().expect("utf-8");
     let with = |extra: &[&'static str]| {
         let mut args = run_args("test", out);

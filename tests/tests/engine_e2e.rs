@@ -6,18 +6,17 @@
 //! pipeline/tests/engine_behaviour.rs, where it is exact.)
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use streamdiff_e2e::{decode_video, psnr, run_streamdiff, temp_dir};
+use streamdiff_e2e::{decode_video, luma, psnr, run_streamdiff, temp_dir};
 use streamdiff_models::device::{BackendChoice, open_device};
 use streamdiff_models::sd::pipeline::{LoadOptions, StableDiffusion};
-use streamdiff_models::testdata;
-use streamdiff_pipeline::io::source::{Capture, CaptureConfig, SourceSpec};
-use streamdiff_pipeline::queue::FrameQueue;
+use streamdiff_pipeline::io::decode::decode_frames;
+use streamdiff_pipeline::io::source::SourceSpec;
 use streamdiff_pipeline::stage::FrameStage;
 use streamdiff_pipeline::stage::engine::settings::EngineSettings;
 use streamdiff_pipeline::stage::engine::stage::EngineStage;
 use streamdiff_pipeline::stage::engine::stream_batch::CfgType;
+use streamdiff_testkit as testkit;
 use streamdiff_types::FrameSize;
 
 const SIZE_PX: usize = 64;
@@ -28,12 +27,12 @@ const PROMPT: &str = "a watercolor painting";
 const MIN_LUMA_PSNR_DB: f64 = 30.0;
 
 fn tiny_model() -> PathBuf {
-    testdata::workspace_root().join("models/tests/fixtures/sd/stream_tiny")
+    testkit::sd_fixture("stream_tiny")
 }
 
 #[test]
 fn tiny_stable_diffusion_through_streamdiff_run() {
-    let Some(clip) = testdata::require(testdata::data_file("video/bigbuckbunny.mp4")) else {
+    let Some(clip) = testkit::require(testkit::data_file("video/bigbuckbunny.mp4")) else {
         return;
     };
     let dir = temp_dir("engine");
@@ -96,20 +95,8 @@ fn tiny_stable_diffusion_through_streamdiff_run() {
     }
 
     // Reference: the same capture, through the engine stage in this process.
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let captured = runtime.block_on(async {
-        let mut config = CaptureConfig::new(SourceSpec::File(clip.clone()), SIZE_PX);
-        config.max_frames = Some(FRAMES as u64);
-        let queue = Arc::new(FrameQueue::new(4, config.queue_policy()));
-        let capture = Capture::start(&config, queue.clone(), tokio::runtime::Handle::current())
-            .expect("capture starts");
-        let mut frames = Vec::new();
-        while let Some(frame) = queue.pop().await {
-            frames.push(frame);
-        }
-        capture.finish();
-        frames
-    });
+    let captured = decode_frames(SourceSpec::File(clip.clone()), SIZE_PX, Some(FRAMES as u64))
+        .expect("the clip decodes through the capture path");
     assert_eq!(captured.len(), FRAMES);
     let compute = open_device(BackendChoice::Flex).expect("flex");
     let settings = EngineSettings {
@@ -154,14 +141,4 @@ fn tiny_stable_diffusion_through_streamdiff_run() {
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// BT.601 luma: the codec keeps it at full resolution, while chroma is subsampled 2x2.
-fn luma(rgb: &[u8]) -> Vec<u8> {
-    rgb.chunks(3)
-        .map(|p| {
-            let y = 0.299 * f64::from(p[0]) + 0.587 * f64::from(p[1]) + 0.114 * f64::from(p[2]);
-            y.round().clamp(0.0, 255.0) as u8
-        })
-        .collect()
 }

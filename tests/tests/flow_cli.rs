@@ -1,27 +1,13 @@
 //! `streamdiff flow`, `eval flow` and `eval flicker` end to end: real Sintel frames and the
 //! real clip, and bad input (one `error:` line, non-zero exit, no panic).
 
-use streamdiff_e2e::{run_streamdiff, temp_dir};
-use streamdiff_models::testdata::{data_file, multistyle_model, require};
+use streamdiff_e2e::multistyle_model;
+use streamdiff_e2e::{expect_clear_failure, run_streamdiff, temp_dir};
+use streamdiff_testkit::{data_file, require};
 
 fn sintel(name: &str) -> Option<String> {
     require(data_file(&format!("flow/sintel/clean/easy/{name}")))
         .map(|p| p.to_str().expect("utf-8 path").to_string())
-}
-
-fn expect_clear_failure(args: &[&str], needle: &str) {
-    let output = run_streamdiff(args);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "{args:?} should fail");
-    assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "{args:?}: expected one line, got: {stderr}");
-    assert!(lines[0].starts_with("error: "), "{args:?}: {stderr}");
-    assert!(
-        lines[0].to_lowercase().contains(&needle.to_lowercase()),
-        "{args:?}: `{}` should mention `{needle}`",
-        lines[0]
-    );
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::process::Output;
 
 use streamdiff_e2e::{run_streamdiff, streamdiff_command, temp_dir};
 use streamdiff_models::sd::weights::read_tensors;
-use streamdiff_models::testdata::workspace_root;
+use streamdiff_testkit::workspace_root;
 
 fn fixture(name: &str) -> PathBuf {
     workspace_root().join("models/tests/fixtures/sd").join(name)

@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use streamdiff_e2e::{DecodedFrame, decode_video, run_streamdiff, temp_dir};
-use streamdiff_models::testdata;
+use streamdiff_testkit as testkit;
 use streamdiff_types::FrameSize;
 
 const FIRST: FrameSize = FrameSize::new(320, 240);
@@ -46,7 +46,7 @@ fn mean_of_rows(frame: &DecodedFrame, rows: std::ops::Range<usize>) -> f64 {
 
 #[test]
 fn a_source_that_changes_size_keeps_flowing_into_one_file_size() {
-    let Some(_) = testdata::require(testdata::multistyle_model()) else {
+    let Some(_) = testkit::require(streamdiff_e2e::multistyle_model()) else {
         return;
     };
     let dir = temp_dir("resolution-change");

@@ -2,16 +2,14 @@
 //! frame count and duration at the processing size, and a sampled frame equals the style
 //! network applied to the matching input frame.
 
-use std::sync::Arc;
-
-use streamdiff_e2e::{decode_video, psnr, run_streamdiff, temp_dir};
+use streamdiff_e2e::{decode_video, luma, psnr, run_streamdiff, temp_dir};
 use streamdiff_models::device::{BackendChoice, open_device};
 use streamdiff_models::paths::default_multistyle_path;
 use streamdiff_models::style::StyleMix;
-use streamdiff_models::testdata;
-use streamdiff_pipeline::io::source::{Capture, CaptureConfig, SourceSpec};
-use streamdiff_pipeline::queue::FrameQueue;
+use streamdiff_pipeline::io::decode::decode_frames;
+use streamdiff_pipeline::io::source::SourceSpec;
 use streamdiff_pipeline::stage::style::{StyleSettings, StyleStage};
+use streamdiff_testkit as testkit;
 use streamdiff_types::FrameSize;
 
 /// Small frames keep the debug-build test quick; the path is the same at any size.
@@ -24,10 +22,10 @@ const SAMPLE_FRAMES: [usize; 3] = [0, 60, 120];
 
 #[test]
 fn bigbuckbunny_through_streamdiff_run() {
-    let Some(clip) = testdata::require(testdata::data_file("video/bigbuckbunny.mp4")) else {
+    let Some(clip) = testkit::require(testkit::data_file("video/bigbuckbunny.mp4")) else {
         return;
     };
-    let Some(model) = testdata::require(testdata::multistyle_model()) else {
+    let Some(model) = testkit::require(streamdiff_e2e::multistyle_model()) else {
         return;
     };
     let dir = temp_dir("bbb");
@@ -78,19 +76,8 @@ fn bigbuckbunny_through_streamdiff_run() {
     );
 
     // Reference: the same capture path, then the model, frame by frame.
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let captured = runtime.block_on(async {
-        let config = CaptureConfig::new(SourceSpec::File(clip.clone()), SIZE_PX);
-        let queue = Arc::new(FrameQueue::new(4, config.queue_policy()));
-        let capture = Capture::start(&config, queue.clone(), tokio::runtime::Handle::current())
-            .expect("capture starts");
-        let mut frames = Vec::new();
-        while let Some(frame) = queue.pop().await {
-            frames.push(frame);
-        }
-        capture.finish();
-        frames
-    });
+    let captured = decode_frames(SourceSpec::File(clip.clone()), SIZE_PX, None)
+        .expect("the clip decodes through the capture path");
     assert_eq!(captured.len(), input.frames.len());
     let compute = open_device(BackendChoice::Wgpu).expect("wgpu");
     let style = StyleMix::parse("style-19").expect("style");
@@ -132,13 +119,4 @@ fn bigbuckbunny_through_streamdiff_run() {
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// BT.601 luma: the codec keeps it at full resolution, while chroma is subsampled 2x2.
-fn luma(rgb: &[u8]) -> Vec<u8> {
-    rgb.chunks_exact(3)
-        .map(|p| {
-            (0.299 * f64::from(p[0]) + 0.587 * f64::from(p[1]) + 0.114 * f64::from(p[2])) as u8
-        })
-        .collect()
 }

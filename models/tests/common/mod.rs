@@ -1,5 +1,5 @@
-//! Helpers shared by the Stable Diffusion parity tests: fixture paths, tensor I/O and the
-//! tolerance check `|got - expected| <= atol + rtol * |expected|`.
+//! Helpers shared by the Stable Diffusion parity tests: devices, tensor I/O, the tolerances;
+//! fixture paths and the tolerance checks come from `streamdiff-testkit`.
 
 #![allow(dead_code)]
 
@@ -16,18 +16,11 @@ pub const ATOL: f32 = 1e-5;
 /// Relative part of the fixture tolerance.
 pub const RTOL: f32 = 1e-4;
 /// f16 compute against the f32 reference: relative L2 error of a whole output (see
-/// [`assert_close_f16`]). Measured on the tiny fixtures: 2.5e-3 to 3.2e-3 on flex, 6.9e-3 to
+/// `assert_close_f16`). Measured on the tiny fixtures: 2.5e-3 to 3.2e-3 on flex, 6.9e-3 to
 /// 1.03e-2 on lavapipe (burn's wgpu f16 kernels accumulate more in f16).
 pub const F16_RELATIVE_L2: f64 = 2e-2;
 /// f16 compute: largest element error as a fraction of the output's largest magnitude.
 pub const F16_RANGE_FRACTION: f32 = 0.02;
-
-/// `models/tests/fixtures/sd/<name>`.
-pub fn sd_fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/sd")
-        .join(name)
-}
 
 /// Opens `choice` and returns its device and a name for messages.
 pub fn device(choice: BackendChoice) -> (Device, String) {
@@ -51,91 +44,6 @@ pub fn float<const D: usize>(data: &TensorData, device: &Device) -> Tensor<D> {
 /// An int tensor from the fixture data (i64 on disk).
 pub fn int<const D: usize>(data: &TensorData, device: &Device) -> Tensor<D, Int> {
     Tensor::from_data(data.clone().convert::<i32>(), device)
-}
-
-/// Compares `got` with `expected` and returns (max abs error, worst error / allowed ratio).
-/// Panics with `what` when a value is outside `atol + rtol * |expected|` or shapes differ.
-pub fn assert_close<const D: usize>(
-    what: &str,
-    got: Tensor<D>,
-    expected: &TensorData,
-    atol: f32,
-    rtol: f32,
-) -> (f32, f32) {
-    assert_eq!(
-        got.dims().to_vec(),
-        expected.shape().to_vec(),
-        "{what}: shape"
-    );
-    let got = got.into_data().convert::<f32>();
-    let got = got.as_slice::<f32>().expect("f32");
-    let expected = expected.clone().convert::<f32>();
-    let expected = expected.as_slice::<f32>().expect("f32");
-    let mut max_abs = 0.0f32;
-    let mut worst = 0.0f32;
-    let mut worst_at = 0;
-    for (index, (a, b)) in got.iter().zip(expected).enumerate() {
-        assert!(a.is_finite(), "{what}: non-finite value at {index}");
-        let error = (a - b).abs();
-        max_abs = max_abs.max(error);
-        let ratio = error / (atol + rtol * b.abs());
-        if ratio > worst {
-            worst = ratio;
-            worst_at = index;
-        }
-    }
-    eprintln!("{what}: max abs error {max_abs:.3e}, worst error/allowed {worst:.3}");
-    assert!(
-        worst <= 1.0,
-        "{what}: element {worst_at} is {} but expected {} (|err| > {atol} + {rtol}*|expected|)",
-        got[worst_at],
-        expected[worst_at]
-    );
-    (max_abs, worst)
-}
-
-/// The half-precision check: f16 keeps ~3 significant digits per operation and burn's f16
-/// kernels may accumulate in f16, so single elements near zero can be off by more than an
-/// element-wise relative bound allows. Bounds the error of the whole tensor instead: relative
-/// L2 error `|got - expected| / |expected|` at most `max_relative_l2`, and every element within
-/// `max_range_fraction` of the largest magnitude of `expected`. Returns the relative L2 error.
-pub fn assert_close_f16<const D: usize>(
-    what: &str,
-    got: Tensor<D>,
-    expected: &TensorData,
-    max_relative_l2: f64,
-    max_range_fraction: f32,
-) -> f64 {
-    assert_eq!(
-        got.dims().to_vec(),
-        expected.shape().to_vec(),
-        "{what}: shape"
-    );
-    let got = got.into_data().convert::<f32>();
-    let got = got.as_slice::<f32>().expect("f32");
-    let expected = expected.clone().convert::<f32>();
-    let expected = expected.as_slice::<f32>().expect("f32");
-    let range = expected.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    let (mut error_sq, mut norm_sq, mut max_abs) = (0.0f64, 0.0f64, 0.0f32);
-    for (a, b) in got.iter().zip(expected) {
-        assert!(a.is_finite(), "{what}: non-finite value");
-        error_sq += f64::from(a - b).powi(2);
-        norm_sq += f64::from(*b).powi(2);
-        max_abs = max_abs.max((a - b).abs());
-    }
-    let relative_l2 = (error_sq / norm_sq.max(f64::MIN_POSITIVE)).sqrt();
-    eprintln!(
-        "{what}: relative L2 error {relative_l2:.3e}, max abs error {max_abs:.3e} of range {range:.3}"
-    );
-    assert!(
-        relative_l2 <= max_relative_l2,
-        "{what}: relative L2 error {relative_l2:.3e} > {max_relative_l2:e}"
-    );
-    assert!(
-        max_abs <= max_range_fraction * range,
-        "{what}: max abs error {max_abs:.3e} > {max_range_fraction} x {range:.3}"
-    );
-    relative_l2
 }
 
 /// Writes a safetensors file by hand (the format is a JSON header and raw little-endian data).

@@ -3,18 +3,39 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
-use streamdiff_models::device::{BackendChoice, open_device};
-use streamdiff_models::testdata::{data_file, require};
+use burn::tensor::Device;
+use burn::tensor::wgpu::WgpuBackend;
+
 use streamdiff_shaders::flo::read_flo;
 use streamdiff_shaders::gpu::GpuOps;
 use streamdiff_shaders::ops::Size;
 use streamdiff_shaders::visual::read_rgb;
+use streamdiff_testkit::{data_file, require};
 
-/// The WGSL kernels on burn's wgpu device (lavapipe here).
+/// burn's wgpu device (lavapipe here), on the graphics API `WGPU_BACKEND` names (the
+/// Makefile pins Vulkan). Opened once per test binary: wgpu's runtime registers once.
+pub fn wgpu_device() -> Device {
+    static DEVICE: OnceLock<Device> = OnceLock::new();
+    DEVICE
+        .get_or_init(|| {
+            let api = match std::env::var("WGPU_BACKEND").unwrap_or_default().as_str() {
+                "vulkan" | "vk" => WgpuBackend::Vulkan,
+                _ => WgpuBackend::Auto,
+            };
+            Device::wgpu_options()
+                .graphics_api(api)
+                .init_with_setup()
+                .expect("wgpu device (lavapipe in CI)")
+                .0
+        })
+        .clone()
+}
+
+/// The WGSL kernels on burn's wgpu device.
 pub fn gpu() -> GpuOps {
-    let compute = open_device(BackendChoice::Wgpu).expect("wgpu device (lavapipe in CI)");
-    GpuOps::new(&compute.device).expect("kernels on burn's wgpu client")
+    GpuOps::new(&wgpu_device()).expect("kernels on burn's wgpu client")
 }
 
 /// A deterministic pseudo-random sequence (xorshift), values in `range`.

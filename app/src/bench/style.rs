@@ -1,30 +1,16 @@
-//! `streamdiff bench`: model speed on the present hardware, as a table and as JSON.
+//! `streamdiff bench style`: the default style network, one full frame (upload, network, read
+//! back) per iteration, per size and device.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::Context;
-use streamdiff_models::device::{BackendChoice, open_device};
 use streamdiff_models::paths::default_multistyle_path;
 use streamdiff_models::style::{DEFAULT_STYLE, StyleMix};
 use streamdiff_pipeline::metrics::DurationStats;
 use streamdiff_pipeline::stage::style::{StyleSettings, StyleStage};
 use streamdiff_types::FrameSize;
 
-/// What to benchmark.
-#[derive(clap::Subcommand, Debug)]
-pub enum BenchCommand {
-    /// The default style network: one full frame (upload, network, read back) per iteration.
-    Style(StyleBenchArgs),
-    /// The SD-Turbo-size UNet (random weights) per batch size, TAESD encode/decode at
-    /// 512x512, and one convolution and attention call.
-    Unet(crate::bench_unet::UnetBenchArgs),
-    /// The StreamDiffusion engine's full img2img frame (TAESD encode, Stream Batch UNet with
-    /// RCFG, TAESD decode) at SD-Turbo size with random weights, per step count and cfg type.
-    Engine(crate::bench_engine::EngineBenchArgs),
-    /// Dense optical flow per frame pair at 640x480 and 1024x436, with its EPE.
-    Flow(crate::bench_flow::FlowBenchArgs),
-}
+use super::report::{build_kind, devices, truncate, write_report};
 
 /// Arguments of `streamdiff bench style`.
 #[derive(clap::Args, Debug)]
@@ -61,16 +47,7 @@ struct StyleRecord {
     fps: f64,
 }
 
-pub fn bench(command: BenchCommand) -> anyhow::Result<()> {
-    match command {
-        BenchCommand::Style(args) => bench_style(args),
-        BenchCommand::Unet(args) => crate::bench_unet::bench_unet(args),
-        BenchCommand::Engine(args) => crate::bench_engine::bench_engine(args),
-        BenchCommand::Flow(args) => crate::bench_flow::bench_flow(args),
-    }
-}
-
-fn bench_style(args: StyleBenchArgs) -> anyhow::Result<()> {
+pub fn bench_style(args: StyleBenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.frames > 0, "--frames must be at least 1");
     let model_path = args.model.unwrap_or_else(default_multistyle_path);
     let style = StyleMix::parse(DEFAULT_STYLE)?;
@@ -79,9 +56,7 @@ fn bench_style(args: StyleBenchArgs) -> anyhow::Result<()> {
         "{:<6} {:<44} {:>9} {:>12} {:>8}",
         "device", "adapter", "size", "ms/frame", "fps"
     );
-    for device in &args.device {
-        let choice: BackendChoice = device.parse()?;
-        let compute = open_device(choice)?;
+    for compute in devices(&args.device)? {
         let stage = StyleStage::load(
             &model_path,
             compute.clone(),
@@ -132,37 +107,6 @@ fn bench_style(args: StyleBenchArgs) -> anyhow::Result<()> {
     }
     write_report(
         &args.json,
-        serde_json::json!({ "bench": "style", "results": records }),
+        serde_json::json!({ "bench": "style", "build": build_kind(), "results": records }),
     )
-}
-
-/// Writes a bench report as JSON to `path` (creating its folder), stamped with the time.
-pub(crate) fn write_report(path: &Path, report: serde_json::Value) -> anyhow::Result<()> {
-    store_report(path, report)?;
-    println!("wrote {}", path.display());
-    Ok(())
-}
-
-/// [`write_report`] without the message: for benches that rewrite the file after every row,
-/// so a long run that is stopped keeps what it measured.
-pub(crate) fn store_report(path: &Path, mut report: serde_json::Value) -> anyhow::Result<()> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("cannot create {}", parent.display()))?;
-    }
-    report["unix_time_s"] = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-        .into();
-    std::fs::write(path, serde_json::to_string_pretty(&report)?)
-        .with_context(|| format!("cannot write {}", path.display()))
-}
-
-fn truncate(text: &str, max_chars: usize) -> String {
-    if text.chars().count() <= max_chars {
-        text.to_string()
-    } else {
-        text.chars().take(max_chars - 1).chain(['…']).collect()
-    }
 }

@@ -9,18 +9,18 @@
 //! the JSON file is rewritten after every row, so a long run that is stopped keeps its rows.
 
 use std::path::PathBuf;
-
-use crate::bench::store_report;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use burn::tensor::{Device, Distribution, Tensor};
-use streamdiff_models::device::{BackendChoice, ComputeDevice, open_device};
+use streamdiff_models::device::ComputeDevice;
 use streamdiff_models::sd::ops;
 use streamdiff_models::sd::precision::{Precision, cast_module};
 use streamdiff_models::sd::taesd::TaesdConfig;
 use streamdiff_models::sd::unet::UNetConfig;
 use streamdiff_pipeline::metrics::DurationStats;
+
+use super::report::{build_kind, devices, finish, precisions, store_report, write_report};
 
 /// Latent side of the UNet input, in latent pixels (512x512 images).
 const LATENT_SIDE: usize = 64;
@@ -100,22 +100,6 @@ fn measure(
     Ok((stats, total, fastest))
 }
 
-/// Reads a tensor back and checks it is finite (this is what waits for the device).
-pub(crate) fn finish<const D: usize>(out: Tensor<D>) -> anyhow::Result<()> {
-    let data = out
-        .try_into_data()
-        .map_err(|err| anyhow::anyhow!("the device failed: {err}"))?
-        .convert::<f32>();
-    let values = data
-        .as_slice::<f32>()
-        .map_err(|err| anyhow::anyhow!("cannot read the output back: {err:?}"))?;
-    anyhow::ensure!(
-        values.iter().all(|v| v.is_finite()),
-        "the output holds non-finite values"
-    );
-    Ok(())
-}
-
 fn random<const D: usize>(shape: [usize; D], device: &Device) -> Tensor<D> {
     Tensor::random(shape, Distribution::Normal(0.0, 1.0), device)
 }
@@ -167,7 +151,7 @@ impl Bench<'_> {
 fn report(args: &UnetBenchArgs, records: &[Record]) -> serde_json::Value {
     serde_json::json!({
         "bench": "unet",
-        "build": if cfg!(debug_assertions) { "debug" } else { "release" },
+        "build": build_kind(),
         "unet": "SD 2.1 / SD-Turbo shape, random weights",
         "latent_side": LATENT_SIDE,
         "image_side_px": IMAGE_SIDE_PX,
@@ -185,27 +169,14 @@ pub fn bench_unet(args: UnetBenchArgs) -> anyhow::Result<()> {
     for &batch in &args.batch {
         anyhow::ensure!((1..=64).contains(&batch), "--batch {batch} is out of range");
     }
-    let precisions = args
-        .precision
-        .iter()
-        .map(|name| name.parse::<Precision>())
-        .collect::<Result<Vec<_>, _>>()?;
-    anyhow::ensure!(
-        !precisions.is_empty(),
-        "--precision needs at least one of f32, f16"
-    );
-    let choices = args
-        .device
-        .iter()
-        .map(|name| name.parse::<BackendChoice>())
-        .collect::<Result<Vec<_>, _>>()?;
+    let precisions = precisions(&args.precision)?;
+    let computes = devices(&args.device)?;
     println!(
         "{:<6} {:<5} {:<16} {:<22} {:>5} {:>12} {:>12}",
         "device", "dtype", "what", "input", "batch", "ms/call p50", "ms/call min"
     );
     let mut records = Vec::new();
-    for choice in choices {
-        let compute = open_device(choice)?;
+    for compute in computes {
         for &precision in &precisions {
             eprintln!(
                 "{}: {} (SD 2.1 UNet, random weights, {precision})",
@@ -221,7 +192,7 @@ pub fn bench_unet(args: UnetBenchArgs) -> anyhow::Result<()> {
             records = bench.records;
         }
     }
-    crate::bench::write_report(&args.json, report(&args, &records))
+    write_report(&args.json, report(&args, &records))
 }
 
 /// Every measurement of one device and precision.

@@ -14,10 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
-use streamdiff_models::device::{BackendChoice, ComputeDevice, open_device};
+use streamdiff_models::device::ComputeDevice;
 use streamdiff_models::sd::precision::{Precision, cast_module};
-
-use crate::bench_unet::finish;
 use streamdiff_models::sd::taesd::TaesdConfig;
 use streamdiff_models::sd::unet::UNetConfig;
 use streamdiff_pipeline::metrics::DurationStats;
@@ -25,6 +23,8 @@ use streamdiff_pipeline::stage::engine::scheduler::SchedulerConfig;
 use streamdiff_pipeline::stage::engine::stream_batch::{CfgType, Guidance, PromptEmbeds};
 use streamdiff_pipeline::stage::engine::{EngineConfig, StreamEngine};
 use streamdiff_types::FrameSize;
+
+use super::report::{build_kind, devices, finish, precisions, write_report};
 
 /// Text tokens of the cross-attention context.
 const CONTEXT_TOKENS: usize = 77;
@@ -285,18 +285,11 @@ pub fn bench_engine(args: EngineBenchArgs) -> anyhow::Result<()> {
     let cfg_types = args
         .cfg
         .iter()
-        .map(|name| name.parse::<CfgType>().map_err(anyhow::Error::msg))
+        .map(|name| name.parse::<CfgType>().map_err(anyhow::Error::from))
         .collect::<anyhow::Result<Vec<_>>>()?;
     anyhow::ensure!(!cfg_types.is_empty(), "--cfg needs at least one type");
-    let precisions = args
-        .precision
-        .iter()
-        .map(|name| name.parse::<Precision>())
-        .collect::<Result<Vec<_>, _>>()?;
-    anyhow::ensure!(
-        !precisions.is_empty(),
-        "--precision needs at least one of f32, f16"
-    );
+    let precisions = precisions(&args.precision)?;
+    let computes = devices(&args.device)?;
     println!(
         "{:<6} {:<4} {:>5} {:<10} {:>4} {:>10} {:>10} {:>10} {:>10} {:>8}",
         "device",
@@ -311,9 +304,7 @@ pub fn bench_engine(args: EngineBenchArgs) -> anyhow::Result<()> {
         "fps"
     );
     let mut records = Vec::new();
-    for device_name in &args.device {
-        let choice: BackendChoice = device_name.parse()?;
-        let compute = open_device(choice)?;
+    for compute in computes {
         for &precision in &precisions {
             eprintln!(
                 "{}: {} ({}, random weights, {precision})",
@@ -330,12 +321,12 @@ pub fn bench_engine(args: EngineBenchArgs) -> anyhow::Result<()> {
     }
     let report = serde_json::json!({
         "bench": "engine",
-        "build": if cfg!(debug_assertions) { "debug" } else { "release" },
+        "build": build_kind(),
         "model": if args.tiny { "tiny UNet (2 levels, 32/64 channels), TAESD, random weights" } else { "SD 2.1 / SD-Turbo UNet, TAESD, random weights" },
         "frame": "TAESD encode + add noise, one Stream Batch UNet call (RCFG), TAESD decode; each stage read back",
         "frames_per_call": 1,
         "warmup": args.warmup,
         "results": records,
     });
-    crate::bench::write_report(&args.json, report)
+    write_report(&args.json, report)
 }

@@ -6,11 +6,9 @@
 //! data is used with its ground truth when there is one; other sizes use a picture moved by a
 //! known affine motion (zoom, rotation, shift), so the EPE is exact either way.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use streamdiff_models::device::{BackendChoice, open_device};
-use streamdiff_models::testdata::data_file;
 use streamdiff_pipeline::metrics::DurationStats;
 use streamdiff_shaders::cpu::sample;
 use streamdiff_shaders::flo::read_flo;
@@ -18,6 +16,8 @@ use streamdiff_shaders::flow::{FlowParams, FlowQuality, end_point_error, estimat
 use streamdiff_shaders::gpu::{AnyOps, GpuOps};
 use streamdiff_shaders::ops::{FlowOps, Size};
 use streamdiff_shaders::visual::read_rgb;
+
+use super::report::{build_kind, devices, write_report};
 
 /// Arguments of `streamdiff bench flow`.
 #[derive(clap::Args, Debug)]
@@ -40,6 +40,19 @@ pub struct FlowBenchArgs {
     /// Where to write the JSON results.
     #[arg(long, default_value = "out/bench-flow.json")]
     json: PathBuf,
+    /// The shared data folder with the Sintel pairs (`flow/sintel/...`); without it the pairs
+    /// are synthetic [default: $STREAMDIFF_TEST_DATA, else ../shared/data when present].
+    #[arg(long)]
+    data: Option<PathBuf>,
+}
+
+/// The data folder: `--data`, `$STREAMDIFF_TEST_DATA`, or `../shared/data` from here.
+fn data_dir(args: &FlowBenchArgs) -> Option<PathBuf> {
+    args.data
+        .clone()
+        .or_else(|| std::env::var_os("STREAMDIFF_TEST_DATA").map(PathBuf::from))
+        .or_else(|| Some(PathBuf::from("../shared/data")))
+        .filter(|dir| dir.is_dir())
 }
 
 #[derive(serde::Serialize)]
@@ -71,21 +84,18 @@ fn luma(rgb: &[u8]) -> Vec<f32> {
 }
 
 fn parse_size(text: &str) -> anyhow::Result<Size> {
-    let (w, h) = text
-        .split_once('x')
-        .ok_or_else(|| anyhow::anyhow!("size `{text}` is not WIDTHxHEIGHT"))?;
-    let size = Size::new(w.trim().parse()?, h.trim().parse()?);
+    let size: Size = text.parse()?;
     if !(16..=8192).contains(&size.width_px) || !(16..=8192).contains(&size.height_px) {
         anyhow::bail!("size `{text}` is out of range (16..=8192 px a side)");
     }
     Ok(size)
 }
 
-fn sintel_pair(size: Size) -> Option<Pair> {
-    let dir = "flow/sintel/clean/medium";
-    let (rgb0, s0) = read_rgb(&data_file(&format!("{dir}/frame_0002.png")).ok()?).ok()?;
-    let (rgb1, _) = read_rgb(&data_file(&format!("{dir}/frame_0003.png")).ok()?).ok()?;
-    let truth = read_flo(&data_file(&format!("{dir}/gt/frame_0002.flo")).ok()?).ok()?;
+fn sintel_pair(data: &Path, size: Size) -> Option<Pair> {
+    let dir = data.join("flow/sintel/clean/medium");
+    let (rgb0, s0) = read_rgb(&dir.join("frame_0002.png")).ok()?;
+    let (rgb1, _) = read_rgb(&dir.join("frame_0003.png")).ok()?;
+    let truth = read_flo(&dir.join("gt/frame_0002.flo")).ok()?;
     (s0 == size && truth.size == size).then(|| Pair {
         image0: luma(&rgb0),
         image1: luma(&rgb1),
@@ -96,13 +106,13 @@ fn sintel_pair(size: Size) -> Option<Pair> {
 
 /// A picture (Sintel frame, the astronaut, or a procedural texture) scaled to `size`, and the
 /// same moved by a zoom of 2 %, a rotation of 1 degree about the centre and a (3, -2) px shift.
-fn synthetic_pair(size: Size) -> Pair {
+fn synthetic_pair(data: Option<&Path>, size: Size) -> Pair {
     let source = [
         "flow/sintel/clean/medium/frame_0002.png",
         "images/astronaut.png",
     ]
     .iter()
-    .find_map(|name| read_rgb(&data_file(name).ok()?).ok());
+    .find_map(|name| read_rgb(&data?.join(name)).ok());
     let image0: Vec<f32> = match source {
         Some((rgb, source_size)) => {
             let plane = luma(&rgb);
@@ -208,12 +218,14 @@ pub fn bench_flow(args: FlowBenchArgs) -> anyhow::Result<()> {
         "{:<8} {:<9} {:>10} {:<20} {:>10} {:>10} {:>8}  adapter",
         "device", "quality", "size", "data", "p50 ms", "mean ms", "EPE px"
     );
-    for name in &args.device {
-        let choice: BackendChoice = name.parse()?;
-        let compute = open_device(choice)?;
+    let data = data_dir(&args);
+    for compute in devices(&args.device)? {
         let ops = AnyOps::for_device(&compute.device)?;
         for size in &sizes {
-            let pair = sintel_pair(*size).unwrap_or_else(|| synthetic_pair(*size));
+            let pair = data
+                .as_deref()
+                .and_then(|data| sintel_pair(data, *size))
+                .unwrap_or_else(|| synthetic_pair(data.as_deref(), *size));
             for (quality_name, quality) in args.quality.iter().zip(&qualities) {
                 let params = FlowParams::preset(*quality);
                 let (stats, mean_ms, flow) = match &ops {
@@ -258,8 +270,8 @@ pub fn bench_flow(args: FlowBenchArgs) -> anyhow::Result<()> {
             }
         }
     }
-    crate::bench::write_report(
+    write_report(
         &args.json,
-        serde_json::json!({ "bench": "flow", "results": records }),
+        serde_json::json!({ "bench": "flow", "build": build_kind(), "results": records }),
     )
 }
