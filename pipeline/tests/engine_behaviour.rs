@@ -244,6 +244,10 @@ fn every_input_gives_one_output_with_its_own_timestamp() {
     out.extend(stage.finish().expect("finish"));
     let sequences: Vec<u64> = out.iter().map(|f| f.sequence).collect();
     assert_eq!(sequences, vec![0, 1, 2, 3, 4, 5]);
+    assert!(
+        out.iter().all(|f| !f.is_on_host()),
+        "the engine's outputs stay on the device until something reads them"
+    );
     for frame in &out {
         assert_eq!(frame.pts, Duration::from_millis(40 * frame.sequence));
         assert_eq!(frame.size(), FrameSize::new(48, 32));

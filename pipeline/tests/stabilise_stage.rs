@@ -107,3 +107,63 @@ fn strengths_are_checked() {
     assert!(parse_strength("-0.1").is_err());
     assert!(parse_strength("much").is_err());
 }
+
+/// Adds the same deterministic noise as [`NoisyStage`], but on the device: its outputs are
+/// device frames, as the engine's and the style network's are.
+struct DeviceNoisyStage {
+    host: NoisyStage,
+    device: burn::tensor::Device,
+}
+
+impl FrameStage for DeviceNoisyStage {
+    fn name(&self) -> String {
+        "noise on the device".to_string()
+    }
+
+    fn process(&mut self, frame: VideoFrame) -> Result<Vec<VideoFrame>, PipelineError> {
+        let input = frame.to_tensor(&self.device)?;
+        let size = frame.size();
+        // The noise itself is made as bytes (a zero frame plus noise, re-centred).
+        let zero = VideoFrame::from_rgb(vec![128; size.rgb_bytes()], size)?;
+        let noise = self.host.process(zero)?.remove(0).to_tensor(&self.device)? - 128.0 / 255.0;
+        Ok(vec![frame.with_tensor((input + noise).clamp(0.0, 1.0))?])
+    }
+}
+
+#[test]
+fn device_frames_are_stabilised_on_the_gpu_without_a_host_copy() {
+    let compute = open_device(BackendChoice::Wgpu).expect("wgpu device (lavapipe in CI)");
+    let inner = Box::new(DeviceNoisyStage {
+        host: NoisyStage {
+            amplitude: 20,
+            state: 0x1234_5678,
+        },
+        device: compute.device.clone(),
+    });
+    let mut stage =
+        StabiliseStage::new(inner, &compute, StabiliseSettings::default()).expect("stabiliser");
+    let outputs: Vec<VideoFrame> = (0..6)
+        .map(|t| stage.process(scene(t)).expect("frame").remove(0))
+        .collect();
+    for (t, frame) in outputs.iter().enumerate() {
+        assert!(
+            !frame.is_on_host() && frame.device_tensor().is_some(),
+            "frame {t} went through the stabiliser on the device"
+        );
+    }
+    let bytes: Vec<Vec<u8>> = outputs
+        .into_iter()
+        .map(|f| f.into_rgb().expect("read back"))
+        .collect();
+    let mut plain = NoisyStage {
+        amplitude: 20,
+        state: 0x1234_5678,
+    };
+    let raw: Vec<Vec<u8>> = (0..6).map(|t| one(&mut plain, scene(t))).collect();
+    let stabilised = mean_abs_difference(&bytes[4], &bytes[5]);
+    let flickering = mean_abs_difference(&raw[4], &raw[5]);
+    assert!(
+        stabilised < 0.6 * flickering,
+        "stabilised frames differ by {stabilised:.2}, raw by {flickering:.2}"
+    );
+}

@@ -469,3 +469,51 @@ impl AnyOps {
         }
     }
 }
+
+impl GpuBuf {
+    /// The data of a float tensor on burn's wgpu device, as a kernel buffer, without a copy:
+    /// the buffer is the tensor's own memory (made contiguous first if it is a view).
+    pub fn from_tensor(tensor: Tensor<1>) -> Result<Self, ShaderError> {
+        // A reshape of a strided view lays the data out contiguously; of a contiguous one it
+        // is free.
+        let len = tensor.dims()[0];
+        let primitive = tensor
+            .reshape([len])
+            .try_into_primitive::<Cube>()
+            .map_err(|err| {
+                ShaderError::Device(format!(
+                    "the WGSL kernels need a tensor on burn's wgpu device ({err:?})"
+                ))
+            })?;
+        if primitive.dtype != burn::tensor::DType::F32 || !primitive.is_contiguous() {
+            return Err(ShaderError::Shape(format!(
+                "the WGSL kernels need contiguous f32 data, got {:?}",
+                primitive.dtype
+            )));
+        }
+        Ok(Self {
+            handle: primitive.handle,
+            len,
+        })
+    }
+
+    /// The buffer as a `[len]` float tensor on `device` (burn's wgpu device), without a copy.
+    pub fn into_tensor(self, device: &Device) -> Result<Tensor<1>, ShaderError> {
+        // A one-value tensor on the device lends its client and device handle.
+        let probe = Tensor::<1>::zeros([1], device)
+            .try_into_primitive::<Cube>()
+            .map_err(|err| {
+                ShaderError::Device(format!(
+                    "the WGSL kernels need burn's wgpu device, not {device:?} ({err:?})"
+                ))
+            })?;
+        let tensor = burn::backend::wgpu::CubeTensor::new_contiguous(
+            probe.client,
+            probe.device,
+            burn::tensor::Shape::new([self.len]),
+            self.handle,
+            burn::tensor::DType::F32,
+        );
+        Ok(Tensor::from_primitive::<Cube>(tensor))
+    }
+}

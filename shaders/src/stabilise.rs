@@ -3,10 +3,18 @@
 //! Stabilising frame t: flow from input t to input t−1 (and back, for the occlusion mask),
 //! the previous *stabilised* output warped along it, then blended into the new output where
 //! the mask says the scene is the same and the warped input agrees with the new input.
+//!
+//! Frames come as packed RGB bytes ([`FrameStabiliser::stabilise`]) or as burn tensors
+//! `[1, 3, height, width]` in `[0, 1]` ([`FrameStabiliser::stabilise_tensors`]). On wgpu the
+//! tensors' memory is handed to the kernels as it is and the result is a tensor again: frames
+//! that stay on the GPU between stages are never copied to the host here.
+
+use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::ShaderError;
+use crate::cpu::CpuOps;
 use crate::flow::{FlowParams, FlowQuality, estimate_flow};
-use crate::gpu::AnyOps;
+use crate::gpu::{AnyOps, GpuBuf, GpuOps};
 use crate::ops::{FlowOps, Size};
 
 /// Luma difference (0..255) at which the blend weight falls to 1/e: larger differences mean
@@ -24,16 +32,86 @@ fn to_u8(values: &[f32]) -> Vec<u8> {
         .collect()
 }
 
-fn check_rgb(what: &str, rgb: &[u8], size: Size) -> Result<(), ShaderError> {
-    if rgb.len() == size.pixels() * 3 {
-        Ok(())
-    } else {
-        Err(ShaderError::Shape(format!(
-            "{what}: {} bytes do not make a {}x{} RGB frame",
-            rgb.len(),
-            size.width_px,
-            size.height_px
-        )))
+/// The four frames of a step, in the order every function here takes them.
+const FRAMES: [&str; 4] = ["previous input", "previous output", "input", "output"];
+
+/// Checks that every one of the four frames of a step is a packed RGB frame of `size`.
+fn check_rgb(frames: [&[u8]; 4], size: Size) -> Result<(), ShaderError> {
+    for (what, rgb) in FRAMES.into_iter().zip(frames) {
+        if rgb.len() != size.pixels() * 3 {
+            return Err(ShaderError::Shape(format!(
+                "{what}: {} bytes do not make a {}x{} RGB frame",
+                rgb.len(),
+                size.width_px,
+                size.height_px
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The size of `[1, 3, height, width]` frame tensors, the same for all four.
+fn tensor_size(frames: [&Tensor<4>; 4]) -> Result<Size, ShaderError> {
+    let [_, _, height_px, width_px] = frames[0].dims();
+    let size = Size::new(width_px, height_px);
+    for (what, frame) in FRAMES.into_iter().zip(frames) {
+        if frame.dims() != [1, 3, size.height_px, size.width_px] {
+            return Err(ShaderError::Shape(format!(
+                "{what}: a [1, 3, {}, {}] frame tensor expected, got {:?}",
+                size.height_px,
+                size.width_px,
+                frame.dims()
+            )));
+        }
+    }
+    Ok(size)
+}
+
+/// A frame tensor as the kernels' interleaved RGB values, 0..255.
+fn interleaved(frame: &Tensor<4>, size: Size) -> Tensor<1> {
+    frame
+        .clone()
+        .permute([0, 2, 3, 1])
+        .reshape([size.pixels() * 3])
+        * 255.0
+}
+
+/// Interleaved RGB values 0..255 back to a frame tensor in `[0, 1]`.
+fn planar(values: Tensor<1>, size: Size) -> Tensor<4> {
+    (values.reshape([1, size.height_px, size.width_px, 3]) / 255.0)
+        .permute([0, 3, 1, 2])
+        .clamp(0.0, 1.0)
+}
+
+/// How a kernel set takes frame tensors: the CPU reference copies them (its buffers are host
+/// memory), the WGSL kernels borrow the tensor's own GPU memory.
+trait TensorFrames: FlowOps {
+    fn buf_from_tensor(&self, values: Tensor<1>) -> Result<Self::Buf, ShaderError>;
+    fn tensor_from_buf(&self, buf: Self::Buf, device: &Device) -> Result<Tensor<1>, ShaderError>;
+}
+
+impl TensorFrames for CpuOps {
+    fn buf_from_tensor(&self, values: Tensor<1>) -> Result<Self::Buf, ShaderError> {
+        values
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .map_err(|err| ShaderError::Device(format!("reading a frame failed: {err:?}")))
+    }
+
+    fn tensor_from_buf(&self, buf: Self::Buf, device: &Device) -> Result<Tensor<1>, ShaderError> {
+        let len = buf.len();
+        Ok(Tensor::from_data(TensorData::new(buf, [len]), device))
+    }
+}
+
+impl TensorFrames for GpuOps {
+    fn buf_from_tensor(&self, values: Tensor<1>) -> Result<Self::Buf, ShaderError> {
+        GpuBuf::from_tensor(values)
+    }
+
+    fn tensor_from_buf(&self, buf: Self::Buf, device: &Device) -> Result<Tensor<1>, ShaderError> {
+        buf.into_tensor(device)
     }
 }
 
@@ -51,24 +129,21 @@ fn flow_and_mask<O: FlowOps>(
     Ok((forward, mask))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn stabilise_with<O: FlowOps>(
+/// One stabilisation step on the kernels' buffers (interleaved RGB, 0..255).
+fn stabilise_bufs<O: FlowOps>(
     ops: &O,
-    previous_input: &[u8],
-    previous_output: &[u8],
-    input: &[u8],
-    output: &[u8],
+    [previous_input, previous_output, input, output]: [&O::Buf; 4],
     size: Size,
     params: &FlowParams,
     strength: f32,
-) -> Result<Vec<u8>, ShaderError> {
-    let luma_previous = ops.gray(&ops.upload(&to_f32(previous_input))?, size)?;
-    let luma_now = ops.gray(&ops.upload(&to_f32(input))?, size)?;
+) -> Result<O::Buf, ShaderError> {
+    let luma_previous = ops.gray(previous_input, size)?;
+    let luma_now = ops.gray(input, size)?;
     let (flow, mask) = flow_and_mask(ops, &luma_now, &luma_previous, size, params)?;
-    let carried = ops.warp(&ops.upload(&to_f32(previous_output))?, &flow, size, 3)?;
+    let carried = ops.warp(previous_output, &flow, size, 3)?;
     let luma_carried = ops.warp(&luma_previous, &flow, size, 1)?;
-    let blended = ops.blend(
-        &ops.upload(&to_f32(output))?,
+    ops.blend(
+        output,
         &carried,
         &mask,
         &luma_now,
@@ -76,8 +151,38 @@ fn stabilise_with<O: FlowOps>(
         size,
         strength,
         LUMA_TOLERANCE,
-    )?;
+    )
+}
+
+/// [`stabilise_bufs`] on packed RGB bytes.
+fn stabilise_with<O: FlowOps>(
+    ops: &O,
+    frames: [&[u8]; 4],
+    size: Size,
+    params: &FlowParams,
+    strength: f32,
+) -> Result<Vec<u8>, ShaderError> {
+    let [a, b, c, d] = frames.map(|rgb| ops.upload(&to_f32(rgb)));
+    let bufs = [a?, b?, c?, d?];
+    let [a, b, c, d] = &bufs;
+    let blended = stabilise_bufs(ops, [a, b, c, d], size, params, strength)?;
     Ok(to_u8(&ops.download(&blended)?))
+}
+
+/// [`stabilise_bufs`] on frame tensors, the result a frame tensor on the same device.
+fn stabilise_tensors_with<O: TensorFrames>(
+    ops: &O,
+    frames: [&Tensor<4>; 4],
+    size: Size,
+    params: &FlowParams,
+    strength: f32,
+) -> Result<Tensor<4>, ShaderError> {
+    let device = frames[3].device();
+    let [a, b, c, d] = frames.map(|frame| ops.buf_from_tensor(interleaved(frame, size)));
+    let bufs = [a?, b?, c?, d?];
+    let [a, b, c, d] = &bufs;
+    let blended = stabilise_bufs(ops, [a, b, c, d], size, params, strength)?;
+    Ok(planar(ops.tensor_from_buf(blended, &device)?, size))
 }
 
 /// Sum of |out_t − warp(out_{t−1})| over consistent pixels and channels, and their count.
@@ -138,39 +243,38 @@ impl FrameStabiliser {
         size: Size,
         strength: f32,
     ) -> Result<Vec<u8>, ShaderError> {
-        for (what, rgb) in [
-            ("previous input", previous_input),
-            ("previous output", previous_output),
-            ("input", input),
-            ("output", output),
-        ] {
-            check_rgb(what, rgb, size)?;
-        }
+        let frames = [previous_input, previous_output, input, output];
+        check_rgb(frames, size)?;
         if strength <= 0.0 {
             return Ok(output.to_vec());
         }
         let strength = strength.min(1.0);
         match &self.ops {
-            AnyOps::Cpu(ops) => stabilise_with(
-                ops,
-                previous_input,
-                previous_output,
-                input,
-                output,
-                size,
-                &self.params,
-                strength,
-            ),
-            AnyOps::Gpu(ops) => stabilise_with(
-                ops,
-                previous_input,
-                previous_output,
-                input,
-                output,
-                size,
-                &self.params,
-                strength,
-            ),
+            AnyOps::Cpu(ops) => stabilise_with(ops, frames, size, &self.params, strength),
+            AnyOps::Gpu(ops) => stabilise_with(ops, frames, size, &self.params, strength),
+        }
+    }
+
+    /// [`Self::stabilise`] on frames that are tensors `[1, 3, height, width]` in `[0, 1]` on
+    /// this stabiliser's device; the result is such a tensor too. On wgpu nothing is copied to
+    /// or from the host.
+    pub fn stabilise_tensors(
+        &self,
+        previous_input: &Tensor<4>,
+        previous_output: &Tensor<4>,
+        input: &Tensor<4>,
+        output: &Tensor<4>,
+        strength: f32,
+    ) -> Result<Tensor<4>, ShaderError> {
+        let frames = [previous_input, previous_output, input, output];
+        let size = tensor_size(frames)?;
+        if strength <= 0.0 {
+            return Ok(output.clone());
+        }
+        let strength = strength.min(1.0);
+        match &self.ops {
+            AnyOps::Cpu(ops) => stabilise_tensors_with(ops, frames, size, &self.params, strength),
+            AnyOps::Gpu(ops) => stabilise_tensors_with(ops, frames, size, &self.params, strength),
         }
     }
 
@@ -185,14 +289,7 @@ impl FrameStabiliser {
         output: &[u8],
         size: Size,
     ) -> Result<(f64, usize), ShaderError> {
-        for (what, rgb) in [
-            ("previous input", previous_input),
-            ("previous output", previous_output),
-            ("input", input),
-            ("output", output),
-        ] {
-            check_rgb(what, rgb, size)?;
-        }
+        check_rgb([previous_input, previous_output, input, output], size)?;
         match &self.ops {
             AnyOps::Cpu(ops) => warping_error_with(
                 ops,

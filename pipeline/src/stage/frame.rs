@@ -144,6 +144,15 @@ impl VideoFrame {
         Ok(rgb_to_tensor(self.rgb()?, self.size, device))
     }
 
+    /// The same frame with its pixels on `device` as well (an upload, unless they are there
+    /// already): stages after this one share the tensor instead of uploading again, and the
+    /// host bytes stay readable for free.
+    pub fn uploaded(mut self, device: &Device) -> Result<Self, FrameError> {
+        let tensor = self.to_tensor(device)?;
+        self.device = Some(tensor);
+        Ok(self)
+    }
+
     fn read_back(&self) -> Result<Vec<u8>, FrameError> {
         match &self.device {
             Some(tensor) => Ok(tensor_to_rgb(tensor.clone())?),
@@ -238,5 +247,11 @@ mod tests {
         assert!(on_device.is_on_host(), "the read-back is kept");
         assert_eq!(on_device.clone().into_rgb().expect("bytes"), rgb);
         assert!(VideoFrame::from_tensor(Tensor::<4>::zeros([1, 1, 2, 2], &device)).is_err());
+
+        let both = VideoFrame::from_rgb(rgb.clone(), FrameSize::new(4, 2))
+            .and_then(|f| f.uploaded(&device))
+            .expect("uploaded");
+        assert!(both.is_on_host() && both.device_tensor().is_some());
+        assert_eq!(both.rgb().expect("bytes"), rgb.as_slice());
     }
 }

@@ -1,9 +1,14 @@
 //! Temporal stabilisation: a stage wrapping any [`FrameStage`] that carries the previous
 //! stabilised frame forward along the optical flow of the input and blends it into the new
 //! output where the scene is the same (forward–backward consistent, photometrically close).
+//!
+//! The frames go to the flow kernels as device tensors: an inner stage that leaves its output
+//! on the GPU (the engine, the style network on wgpu) is stabilised there, and the result stays
+//! there for the next consumer. The input is uploaded once and shared with the inner stage.
 
 use std::collections::VecDeque;
 
+use burn::tensor::{Device, Tensor};
 use streamdiff_models::device::ComputeDevice;
 use streamdiff_shaders::flow::FlowQuality;
 use streamdiff_shaders::stabilise::FrameStabiliser;
@@ -52,10 +57,10 @@ pub fn parse_strength(text: &str) -> Result<f32, SettingsError> {
     Ok(strength)
 }
 
-/// What the stabiliser remembers of the previous frame.
+/// What the stabiliser remembers of the previous frame (tensors on the device).
 struct Previous {
-    input: Vec<u8>,
-    output: Vec<u8>,
+    input: Option<Tensor<4>>,
+    output: Tensor<4>,
     size: FrameSize,
     sequence: u64,
 }
@@ -64,11 +69,12 @@ struct Previous {
 pub struct StabiliseStage {
     inner: Box<dyn FrameStage>,
     engine: FrameStabiliser,
+    device: Device,
     /// Shared with controllers; copied out once per frame.
     settings: Live<StabiliseSettings>,
     previous: Option<Previous>,
     /// Inputs whose output a delayed inner stage has not returned yet: (sequence, pixels).
-    pending_inputs: VecDeque<(u64, Vec<u8>)>,
+    pending_inputs: VecDeque<(u64, Tensor<4>)>,
 }
 
 impl StabiliseStage {
@@ -84,6 +90,7 @@ impl StabiliseStage {
         Ok(Self {
             inner,
             engine,
+            device: compute.device.clone(),
             settings: Live::new(settings),
             previous: None,
             pending_inputs: VecDeque::new(),
@@ -111,12 +118,10 @@ impl StabiliseStage {
                     self.pending_inputs.pop_front();
                 }
                 let input = match self.pending_inputs.front() {
-                    Some((sequence, _)) if *sequence == output.sequence => self
-                        .pending_inputs
-                        .pop_front()
-                        .map(|(_, rgb)| rgb)
-                        .unwrap_or_default(),
-                    _ => Vec::new(),
+                    Some((sequence, _)) if *sequence == output.sequence => {
+                        self.pending_inputs.pop_front().map(|(_, input)| input)
+                    }
+                    _ => None,
                 };
                 self.stabilise_output(input, output)
             })
@@ -126,46 +131,42 @@ impl StabiliseStage {
     /// Blends the previous stabilised frame into `output`, made from `input`.
     fn stabilise_output(
         &mut self,
-        input: Vec<u8>,
+        input: Option<Tensor<4>>,
         output: VideoFrame,
     ) -> Result<VideoFrame, PipelineError> {
         let settings = self.settings.get();
         let size = output.size();
-        let mut rgb = output.rgb()?.to_vec();
+        let raw = output.to_tensor(&self.device)?;
         // Only a directly preceding frame of the same size can be carried forward: a drop
         // (sequence gap) or a size change starts afresh.
-        let usable = self.previous.as_ref().filter(|previous| {
-            previous.size == size
-                && previous.sequence + 1 == output.sequence
-                && input.len() == rgb.len()
-                && previous.input.len() == input.len()
-        });
-        let changed = if let Some(previous) = usable
-            && settings.strength > 0.0
-        {
-            rgb = self.engine.stabilise(
-                &previous.input,
-                &previous.output,
-                &input,
-                &rgb,
-                size,
-                settings.strength,
-            )?;
-            true
-        } else {
-            false
+        let carried = self
+            .previous
+            .as_ref()
+            .filter(|previous| previous.size == size && previous.sequence + 1 == output.sequence)
+            .and_then(|previous| Some((previous.input.as_ref()?, &previous.output)));
+        let stabilised = match (carried, &input) {
+            (Some((previous_input, previous_output)), Some(input)) if settings.strength > 0.0 => {
+                Some(self.engine.stabilise_tensors(
+                    previous_input,
+                    previous_output,
+                    input,
+                    &raw,
+                    settings.strength,
+                )?)
+            }
+            _ => None,
+        };
+        let (picture, output) = match stabilised {
+            Some(result) => (result.clone(), output.with_tensor(result)?),
+            None => (raw, output),
         };
         self.previous = Some(Previous {
             input,
-            output: rgb.clone(),
+            output: picture,
             size,
             sequence: output.sequence,
         });
-        if changed {
-            Ok(output.with_rgb(rgb, size)?)
-        } else {
-            Ok(output)
-        }
+        Ok(output)
     }
 }
 
@@ -175,8 +176,10 @@ impl FrameStage for StabiliseStage {
     }
 
     fn process(&mut self, frame: VideoFrame) -> Result<Vec<VideoFrame>, PipelineError> {
-        self.pending_inputs
-            .push_back((frame.sequence, frame.rgb()?.to_vec()));
+        // Upload once: the inner stage finds the tensor on the frame and uses it.
+        let frame = frame.uploaded(&self.device)?;
+        let input = frame.to_tensor(&self.device)?;
+        self.pending_inputs.push_back((frame.sequence, input));
         let outputs = self.inner.process(frame)?;
         self.stabilise_all(outputs)
     }

@@ -74,11 +74,13 @@ impl FrameStage for StyleStage {
         )
     }
 
+    /// The result stays on the device: a next stage or a GPU-drawn output takes it from there,
+    /// and the bytes are read back only when a sink asks for them.
     fn process(&mut self, frame: VideoFrame) -> Result<Vec<VideoFrame>, PipelineError> {
         let style = self.settings.read(|settings| settings.style.clone());
-        let size = frame.size();
-        let rgb = self.stylize_rgb(frame.rgb()?, size, &style)?;
-        Ok(vec![frame.with_rgb(rgb, size)?])
+        let input = frame.to_tensor(&self.compute.device)?;
+        let output = self.model.stylize(input, &style).clamp(0.0, 1.0);
+        Ok(vec![frame.with_tensor(output)?])
     }
 
     fn controls(&self) -> StageControls {

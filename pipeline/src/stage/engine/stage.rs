@@ -22,8 +22,8 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, sync
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use burn::tensor::Tensor;
 use streamdiff_models::device::ComputeDevice;
-use streamdiff_models::image::tensor_to_rgb;
 use streamdiff_models::sd::pipeline::StableDiffusion;
 use streamdiff_types::FrameSize;
 
@@ -129,8 +129,9 @@ struct Pending {
     skipped: bool,
     /// The stream-batch call the frame entered at (counted since the batch was allocated).
     entered_call: u64,
-    /// The restyled pixels, once the stream batch has emitted them.
-    rgb: Option<Vec<u8>>,
+    /// The restyled picture (`[1, 3, H, W]` in `[0, 1]`, on the device), once the stream
+    /// batch has emitted it.
+    output: Option<Tensor<4>>,
 }
 
 /// The engine stage.
@@ -149,7 +150,8 @@ pub struct EngineStage {
     calls: u64,
     /// The last input that entered the batch (fed again to flush).
     last_input: Option<VideoFrame>,
-    last_output: Option<Vec<u8>>,
+    /// The last picture handed out, for the similarity filter's skips.
+    last_output: Option<Tensor<4>>,
     /// The last live settings found invalid (logged once, not applied).
     rejected: Option<EngineSettings>,
 }
@@ -333,7 +335,9 @@ impl EngineStage {
 
     /// Whether a processed input is still waiting for the stream batch.
     fn in_flight(&self) -> bool {
-        self.pending.iter().any(|p| !p.skipped && p.rgb.is_none())
+        self.pending
+            .iter()
+            .any(|p| !p.skipped && p.output.is_none())
     }
 
     /// Runs one stream-batch call on `frame` and hands its output to the input that entered
@@ -356,7 +360,7 @@ impl EngineStage {
                 frame,
                 skipped: false,
                 entered_call: call,
-                rgb: None,
+                output: None,
             });
         }
         let latents = self.engine.encode(image);
@@ -367,11 +371,12 @@ impl EngineStage {
         let owner = call.checked_sub(delay).and_then(|owner| {
             self.pending
                 .iter()
-                .position(|p| !p.skipped && p.rgb.is_none() && p.entered_call == owner)
+                .position(|p| !p.skipped && p.output.is_none() && p.entered_call == owner)
         });
         if let Some(index) = owner {
             let images = self.engine.decode(x0);
-            self.pending[index].rgb = Some(tensor_to_rgb((images + 1.0) / 2.0)?);
+            // Left on the device: the next stage or a GPU-drawn output takes it from there.
+            self.pending[index].output = Some(((images + 1.0) / 2.0).clamp(0.0, 1.0));
         }
         Ok(())
     }
@@ -392,23 +397,24 @@ impl EngineStage {
     fn ready(&mut self) -> Result<Vec<VideoFrame>, PipelineError> {
         let mut out = Vec::new();
         while let Some(front) = self.pending.front() {
-            if !front.skipped && front.rgb.is_none() {
+            if !front.skipped && front.output.is_none() {
                 break;
             }
             let Some(mut pending) = self.pending.pop_front() else {
                 break;
             };
-            let rgb = match (pending.skipped, pending.rgb.take()) {
-                (false, Some(rgb)) => rgb,
+            let output = match (pending.skipped, pending.output.take()) {
+                (false, Some(output)) => Some(output),
                 // A skip re-emits the previous output (its own input if there is none yet).
-                _ => match &self.last_output {
-                    Some(previous) => previous.clone(),
-                    None => pending.frame.rgb()?.to_vec(),
-                },
+                _ => self.last_output.clone(),
             };
-            self.last_output = Some(rgb.clone());
-            let size = pending.frame.size();
-            out.push(pending.frame.with_rgb(rgb, size)?);
+            match output {
+                Some(output) => {
+                    self.last_output = Some(output.clone());
+                    out.push(pending.frame.with_tensor(output)?);
+                }
+                None => out.push(pending.frame),
+            }
         }
         self.stats.frames_out += out.len() as u64;
         Ok(out)
@@ -437,7 +443,7 @@ impl FrameStage for EngineStage {
                 frame,
                 skipped: true,
                 entered_call: 0,
-                rgb: None,
+                output: None,
             });
         } else {
             self.run_engine(frame, Call::Enter)?;
